@@ -69,7 +69,7 @@ impl CommittedHead {
             timestamp_ms: state.root_timestamp_ms,
         }
     }
-    fn of_block(b: &Block) -> CommittedHead {
+    pub fn of_block(b: &Block) -> CommittedHead {
         CommittedHead {
             id: b.id(),
             round: b.round(),
@@ -88,6 +88,10 @@ pub struct Recovery {
     pub committed: CommittedHead,
     /// The safety data last acknowledged as persisted.
     pub safety: SafetyData,
+    /// Blocks above the committed head that were persisted ([`Effect::PersistBlock`]), in any
+    /// order. Without them a validator restarting could not propose on the certificates it
+    /// holds; blocks that do not link to the committed head are ignored.
+    pub blocks: Vec<Block>,
 }
 
 impl Recovery {
@@ -96,6 +100,7 @@ impl Recovery {
             committed: CommittedHead::of_root(&state),
             safety: SafetyData::new(state.epoch),
             epoch_state: state,
+            blocks: Vec::new(),
         }
     }
 }
@@ -152,6 +157,11 @@ pub enum Effect {
     /// To every member of the current committee except this replica.
     Broadcast {
         message: Message,
+    },
+    /// Store a block that entered the block tree, so a restart can restore it
+    /// ([`Recovery::blocks`]). Blocks at or below the committed height may be deleted.
+    PersistBlock {
+        block: Block,
     },
     /// Make `data` durable, then answer [`Input::SafetyPersisted`] with `seq`.
     PersistSafety {
@@ -268,7 +278,8 @@ pub struct Replica<S: SafetyRules = LocalSafetyRules, L: LeaderElection = RoundR
     orphan_count: usize,
     requested: BTreeSet<BlockId>,
     future: Vec<(PublicKey, Message)>,
-    sync_requested: Option<(Epoch, Height)>,
+    /// Target and local time of the last state-sync request.
+    sync_requested: Option<(Epoch, Height, u64)>,
     in_sync: bool,
 
     persist_seq: u64,
@@ -294,6 +305,7 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             epoch_state,
             committed,
             safety: persisted,
+            blocks,
         } = recovery;
         // A later epoch than the persisted safety data: start it (the old data is obsolete).
         let _ = safety.start_epoch(epoch_state.epoch);
@@ -344,8 +356,43 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             stats: Stats::default(),
             epoch_state,
         };
+        r.restore_blocks(blocks);
         r.round = round_after(&r.high_qc, r.high_tc.as_ref());
+        r.out.clear();
         r
+    }
+
+    /// Re-inserts persisted blocks (parents first) that link to the committed head.
+    fn restore_blocks(&mut self, mut blocks: Vec<Block>) {
+        blocks.sort_by_key(|b| (b.height(), b.round()));
+        for b in blocks {
+            let parent_known = b.parent_id() == self.root.id || self.blocks.contains_key(&b.parent_id());
+            if b.epoch() != self.epoch()
+                || b.height() <= self.root.height
+                || b.check_well_formed().is_err()
+                || !parent_known
+            {
+                continue;
+            }
+            let qc = b.qc.clone();
+            self.blocks.insert(b.id(), b);
+            self.note_certificate(&qc);
+        }
+    }
+
+    /// Raises the highest (and highest committing) certificate.
+    fn note_certificate(&mut self, qc: &QuorumCert) {
+        if qc.round() > self.high_qc.round() {
+            self.high_qc = qc.clone();
+        }
+        if qc.vote_data.commits().is_some()
+            && self
+                .high_commit_qc
+                .as_ref()
+                .is_none_or(|c| qc.round() > c.round())
+        {
+            self.high_commit_qc = Some(qc.clone());
+        }
     }
 
     // ----- accessors -------------------------------------------------------------------------
@@ -529,17 +576,7 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
 
     /// Learns from verified certificates: highest QC/TC, the commit rule, round advancement.
     fn process_certificates(&mut self, from: PublicKey, qc: &QuorumCert, tc: Option<&TimeoutCert>) {
-        if qc.round() > self.high_qc.round() {
-            self.high_qc = qc.clone();
-        }
-        if qc.vote_data.commits().is_some()
-            && self
-                .high_commit_qc
-                .as_ref()
-                .is_none_or(|c| qc.round() > c.round())
-        {
-            self.high_commit_qc = Some(qc.clone());
-        }
+        self.note_certificate(qc);
         if let Some(tc) = tc
             && self.high_tc.as_ref().is_none_or(|h| tc.round > h.round)
         {
@@ -558,13 +595,14 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         if peer == self.key {
             return;
         }
-        if self
-            .sync_requested
-            .is_some_and(|(e, h)| (e, h) >= (epoch, height))
-        {
+        // One request in flight per target; retried after a base timeout in case the peer
+        // or the network failed (observers have no round timer to retry on).
+        if self.sync_requested.is_some_and(|(e, h, at)| {
+            (e, h) >= (epoch, height) && self.now < at + self.config.base_timeout_ms
+        }) {
             return;
         }
-        self.sync_requested = Some((epoch, height));
+        self.sync_requested = Some((epoch, height, self.now));
         self.stats.sync_requests += 1;
         self.out.push(Effect::StateSync {
             peer,
@@ -614,11 +652,14 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             return;
         }
         self.consecutive_timeouts = self.consecutive_timeouts.saturating_add(1);
-        // Give state sync another chance: the last request may have gone to a faulty peer.
+        // Give state sync and fetches another chance: they may have gone to a faulty peer.
         self.sync_requested = None;
-        if let Some((from, _)) = self.future.first() {
-            let (from, epoch) = (*from, self.future[0].1.epoch());
-            self.request_sync(from, epoch, self.root.height + 1);
+        self.requested.clear();
+        // Peers already in the next epoch: ask a different one each time.
+        let ahead: BTreeSet<PublicKey> = self.future.iter().map(|(k, _)| *k).collect();
+        let pick = self.consecutive_timeouts as usize % ahead.len().max(1);
+        if let Some(from) = ahead.into_iter().nth(pick) {
+            self.request_sync(from, self.epoch() + 1, self.root.height + 1);
         }
         self.local_timeout();
         self.out.push(Effect::SetTimer {
@@ -799,6 +840,7 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         }
         let id = b.id();
         let qc = b.qc.clone();
+        self.out.push(Effect::PersistBlock { block: b.clone() });
         self.blocks.insert(id, b);
         self.requested.remove(&id);
         // Children waiting for this block.
@@ -814,17 +856,7 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             }
         }
         // Certificates inside fetched blocks are as good as those in proposals.
-        if qc.round() > self.high_qc.round() {
-            self.high_qc = qc.clone();
-        }
-        if qc.vote_data.commits().is_some()
-            && self
-                .high_commit_qc
-                .as_ref()
-                .is_none_or(|c| qc.round() > c.round())
-        {
-            self.high_commit_qc = Some(qc);
-        }
+        self.note_certificate(&qc);
         self.try_commit(None);
         self.try_propose();
         true
@@ -1181,13 +1213,17 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             return;
         }
         let Some(parent) = self.parent_for_proposal() else {
-            // Fetch the certified block from one of its signers.
-            let signer = self
+            // Fetch the certified block from one of its signers, a different one each round in
+            // case one is faulty.
+            let signers: Vec<ValidatorIndex> = self
                 .high_qc
                 .signers
                 .indices()
-                .find(|i| Some(*i) != self.me)
-                .and_then(|i| self.epoch_state.committee.member(i).copied());
+                .filter(|i| Some(*i) != self.me)
+                .collect();
+            let signer = signers
+                .get((round as usize) % signers.len().max(1))
+                .and_then(|i| self.epoch_state.committee.member(*i).copied());
             if let Some(peer) = signer {
                 let gap = self.high_qc.vote_data.height.saturating_sub(self.root.height);
                 self.fetch(peer, self.high_qc.block_id(), gap);
@@ -1333,7 +1369,7 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             !v.is_empty()
         });
         self.orphan_count = self.orphans.values().map(Vec::len).sum();
-        if self.sync_requested.is_some_and(|(e, ht)| e == self.epoch() && ht <= h) {
+        if self.sync_requested.is_some_and(|(e, ht, _)| e == self.epoch() && ht <= h) {
             self.sync_requested = None;
         }
     }
@@ -1397,32 +1433,42 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             epoch_changes,
             commit_qc,
         } = chunk;
-        let mut proofs = epoch_changes.into_iter();
-        let count = blocks.len();
-        self.in_sync = true;
-        for (i, b) in blocks.into_iter().enumerate() {
+        // Each block's certificate: the proof of the epoch it belongs to if that epoch ended
+        // within the chunk, the chunk's final certificate otherwise.
+        let mut proofs = epoch_changes;
+        let mut certs = Vec::with_capacity(blocks.len());
+        let final_qc = commit_qc.clone();
+        let mut current = commit_qc;
+        for b in blocks.iter().rev() {
             if b.ends_epoch() {
-                let (Some(proof), Some(next)) = (proofs.next(), self.epoch_state.next(&b.header))
-                else {
-                    break; // unreachable: check_sync saw a proof for every ending block
-                };
-                self.commit_block(b, proof.commit_qc.clone());
+                current = proofs.iter().rev().find(|p| p.ending.id() == b.id()).map(|p| p.commit_qc.clone());
+            }
+            certs.push(current.clone());
+        }
+        certs.reverse();
+        self.in_sync = true;
+        for (b, cert) in blocks.into_iter().zip(certs) {
+            let Some(cert) = cert else { break }; // unreachable: check_sync saw every certificate
+            if b.ends_epoch() {
+                let Some(next) = self.epoch_state.next(&b.header) else { break };
+                let Some(pos) = proofs.iter().position(|p| p.ending.id() == b.id()) else { break };
+                let proof = proofs.remove(pos);
+                self.commit_block(b, cert);
                 self.enter_epoch(proof, next);
             } else {
-                let Some(cert) = commit_qc.clone() else { break };
-                let last = i + 1 == count;
-                self.commit_block(b, cert.clone());
-                if last {
-                    self.prune();
-                    self.sync_requested = None;
-                    if cert.round() > self.high_qc.round() {
-                        self.high_qc = cert.clone();
-                    }
-                    let next = round_after(&self.high_qc, self.high_tc.as_ref());
-                    self.advance_round(next, true);
-                    self.try_commit(None);
-                }
+                self.commit_block(b, cert);
             }
+        }
+        // Unless the chunk ended an epoch, its final certificate is the highest we know of.
+        if let Some(qc) = final_qc.filter(|q| q.epoch() == self.epoch()) {
+            self.prune();
+            self.sync_requested = None;
+            if qc.round() > self.high_qc.round() {
+                self.high_qc = qc;
+            }
+            let next = round_after(&self.high_qc, self.high_tc.as_ref());
+            self.advance_round(next, true);
+            self.try_commit(None);
         }
         self.in_sync = false;
         self.replay_future();
