@@ -380,8 +380,12 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         }
     }
 
-    /// Raises the highest (and highest committing) certificate.
+    /// Raises the highest (and highest committing) certificate. Certificates of another epoch
+    /// are ignored: a caller may hold one across a re-entrant epoch change.
     fn note_certificate(&mut self, qc: &QuorumCert) {
+        if qc.epoch() != self.epoch() {
+            return;
+        }
         if qc.round() > self.high_qc.round() {
             self.high_qc = qc.clone();
         }
@@ -576,8 +580,12 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
 
     /// Learns from verified certificates: highest QC/TC, the commit rule, round advancement.
     fn process_certificates(&mut self, from: PublicKey, qc: &QuorumCert, tc: Option<&TimeoutCert>) {
+        if qc.epoch() != self.epoch() {
+            return;
+        }
         self.note_certificate(qc);
         if let Some(tc) = tc
+            && tc.epoch == self.epoch()
             && self.high_tc.as_ref().is_none_or(|h| tc.round > h.round)
         {
             self.high_tc = Some(tc.clone());
@@ -685,10 +693,22 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
                 return;
             }
         };
+        // A stored timeout may report an older certificate than ours; send the one it signed.
+        let high_qc = if vote.high_qc_round == self.high_qc.round() {
+            self.high_qc.clone()
+        } else {
+            match self.safety.data().high_qc.clone().filter(|q| q.round() == vote.high_qc_round) {
+                Some(q) => q,
+                None => {
+                    self.stats.safety_refusals += 1;
+                    return;
+                }
+            }
+        };
         self.stats.timeouts += 1;
         let msg = Box::new(TimeoutMsg {
             vote,
-            high_qc: self.high_qc.clone(),
+            high_qc,
             last_tc: self.high_tc.clone(),
         });
         let seq = self.persist_if_changed();
@@ -782,6 +802,10 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
     /// Inserts a proposal's block if its parent is known, otherwise buffers it and fetches.
     fn insert_proposal(&mut self, from: PublicKey, p: Box<Proposal>) {
         let b = &p.block;
+        if b.epoch() != self.epoch() {
+            self.drop_msg("stale_epoch"); // its own certificate just ended the epoch
+            return;
+        }
         if b.height() <= self.root.height {
             self.drop_msg("below_commit");
             return;
@@ -815,6 +839,9 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
 
     /// Checks a block against its (known) parent and adds it to the tree.
     fn insert_block(&mut self, b: Block) -> bool {
+        if b.epoch() != self.epoch() {
+            return false;
+        }
         let parent = if b.parent_id() == self.root.id {
             self.root
         } else if let Some(p) = self.blocks.get(&b.parent_id()) {
@@ -839,14 +866,24 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             return false;
         }
         let id = b.id();
+        let epoch = b.epoch();
         let qc = b.qc.clone();
         self.out.push(Effect::PersistBlock { block: b.clone() });
         self.blocks.insert(id, b);
         self.requested.remove(&id);
-        // Children waiting for this block.
+        // Certificates inside fetched blocks are as good as those in proposals.
+        self.note_certificate(&qc);
+        self.try_commit(None);
+        if self.epoch() != epoch {
+            return false; // this block's commit ended the epoch
+        }
+        // Children waiting for this block (they may commit and end the epoch too).
         if let Some(waiting) = self.orphans.remove(&id) {
             self.orphan_count -= waiting.len();
             for (from, orphan) in waiting {
+                if self.epoch() != epoch {
+                    break;
+                }
                 match orphan {
                     Orphan::Proposal(p) => self.insert_proposal(from, p),
                     Orphan::Fetched(b) => {
@@ -855,9 +892,9 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
                 }
             }
         }
-        // Certificates inside fetched blocks are as good as those in proposals.
-        self.note_certificate(&qc);
-        self.try_commit(None);
+        if self.epoch() != epoch {
+            return false;
+        }
         self.try_propose();
         true
     }
@@ -1134,11 +1171,12 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         }
         self.process_certificates(from, &t.high_qc, t.last_tc.as_ref());
         let round = v.round;
-        if round < self.round {
+        if round < self.round || v.epoch != self.epoch() {
             return;
         }
         let set = self.timeouts.entry(round).or_default();
-        if set.contains_key(&v.author) {
+        // A sender may re-sign its timeout for the round with a higher certificate.
+        if set.get(&v.author).is_some_and(|(hqc, _)| *hqc >= v.high_qc_round) {
             self.drop_msg("duplicate");
             return;
         }

@@ -17,7 +17,8 @@
 //! 5. **Timeouts.** Time out of round `r` only if `r >= last_voted_round` (after timing out, no
 //!    vote in `r` leaves), only with a highest certificate `hqc` no older than the lock, and only
 //!    if `r` is justified: `r == hqc.round + 1` or `r == tc.round + 1`. Re-asked for the same round
-//!    it returns the stored timeout.
+//!    with the same certificate it returns the stored timeout; with a higher certificate it signs
+//!    the round again reporting it (a higher report only strengthens the timeout certificate).
 //! 6. **One proposal per round.** Propose only in a round above `last_proposed_round`.
 //! 7. **Persist first.** Every call that changes [`SafetyData`] returns the data to persist; the
 //!    replica holds the signed message back until the driver acknowledges that this data is
@@ -276,6 +277,7 @@ impl SafetyRules for LocalSafetyRules {
         self.check_epoch(high_qc.epoch())?;
         if let Some(t) = &self.data.last_timeout
             && t.round == round
+            && t.high_qc_round >= high_qc.round()
         {
             return Ok(t.clone());
         }

@@ -127,8 +127,9 @@ impl Setup {
             spare_honest: 2,
             epoch_length: rng.range(20, 40),
             latency_ms: (min, min + rng.range(5, 40)),
-            heal_at_ms: 12_000,
-            end_ms: 24_000,
+            heal_at_ms: 10_000,
+            // Enough for three consecutive silent leaders at the backoff cap, then 10 commits.
+            end_ms: 28_000,
             base_timeout_ms: 400,
         }
     }
