@@ -76,7 +76,8 @@ pub enum SafetyError {
 #[cfg(feature = "sim")]
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum PlantedBug {
-    /// Rules 3 (the TC half) and 4 are skipped: a block may extend any older certificate.
+    /// Rules 3 and 4 are skipped: a vote no longer checks which certificate the block extends,
+    /// so a block on an older certificate than the lock (or the previous round) gets votes.
     SkipLockCheck,
     /// Rule 2 is skipped: a replica may vote for several blocks in one round.
     SkipRoundCheck,
@@ -238,11 +239,9 @@ impl SafetyRules for LocalSafetyRules {
         let qc_round = block.qc.round();
         let direct = round == qc_round + 1;
         let via_tc = tc.is_some_and(|tc| {
-            tc.epoch == block.epoch()
-                && round == tc.round + 1
-                && (qc_round >= tc.max_high_qc_round() || self.skip(SKIP_LOCK))
+            tc.epoch == block.epoch() && round == tc.round + 1 && qc_round >= tc.max_high_qc_round()
         });
-        if !direct && !via_tc {
+        if !direct && !via_tc && !self.skip(SKIP_LOCK) {
             return Err(SafetyError::NotExtending);
         }
         // Rule 4.

@@ -464,7 +464,7 @@ impl Simulation {
             let desc = match &input {
                 Input::Message { from, message } => match message {
                     Message::Timeout(t) => format!("timeout r{} hqc{} from {from:?}", t.vote.round, t.vote.high_qc_round),
-                    Message::Proposal(p) => format!("proposal r{} h{} from {from:?}", p.block.round(), p.block.height()),
+                    Message::Proposal(p) => format!("proposal r{} h{} tc={} from {from:?}", p.block.round(), p.block.height(), p.tc.is_some()),
                     Message::Vote(v) => format!("vote r{} from {from:?}", v.vote_data.round),
                     m => format!("{} e{} from {from:?}", m.kind(), m.epoch()),
                 },
@@ -478,6 +478,12 @@ impl Simulation {
             return;
         };
         let effects = replica.handle(now, input);
+        if std::env::var("TRELLIS_SIM_TRACE").is_ok_and(|v| v == "2") {
+            for e in &effects {
+                let d: String = format!("{e:?}").chars().take(100).collect();
+                eprintln!("    node={i} -> {d}");
+            }
+        }
         let effects = if self.nodes[i].behaviour.is_some() {
             self.with_behaviour(i, |b, ctx| b.outgoing(ctx, effects))
         } else {

@@ -96,7 +96,7 @@ impl Behaviour for Twin {
 
 pub fn make(kind: ByzantineKind) -> Box<dyn Behaviour> {
     match kind {
-        ByzantineKind::Equivocator => Box::new(equivocator::Equivocator),
+        ByzantineKind::Equivocator => Box::new(equivocator::Equivocator::default()),
         ByzantineKind::DoubleVoter => Box::new(double_voter::DoubleVoter),
         ByzantineKind::ConflictingVoter => Box::new(conflicting_voter::ConflictingVoter),
         ByzantineKind::Forger => Box::new(forger::Forger),
