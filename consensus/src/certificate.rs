@@ -102,7 +102,12 @@ pub struct TimeoutVote {
 }
 
 impl TimeoutVote {
-    pub fn signing_bytes(chain_id: &str, epoch: Epoch, round: Round, high_qc_round: Round) -> Vec<u8> {
+    pub fn signing_bytes(
+        chain_id: &str,
+        epoch: Epoch,
+        round: Round,
+        high_qc_round: Round,
+    ) -> Vec<u8> {
         signing_bytes(
             chain_id,
             MessageKind::Timeout,
@@ -259,15 +264,21 @@ impl EpochChangeProof {
         let next = ending
             .next_committee
             .as_ref()
-            .ok_or(CertError::BadEpochChange("ending block names no next committee"))?;
+            .ok_or(CertError::BadEpochChange(
+                "ending block names no next committee",
+            ))?;
         if ending.epoch != epoch || ending.chain_id != chain_id {
-            return Err(CertError::BadEpochChange("ending block of another epoch or chain"));
+            return Err(CertError::BadEpochChange(
+                "ending block of another epoch or chain",
+            ));
         }
         let mut last = ending.id();
         let mut last_height = ending.height;
         for h in &self.suffix {
             if h.parent_id != last || h.height != last_height + 1 || h.epoch != epoch {
-                return Err(CertError::BadEpochChange("suffix does not extend the ending block"));
+                return Err(CertError::BadEpochChange(
+                    "suffix does not extend the ending block",
+                ));
             }
             if h.next_committee.is_some() {
                 return Err(CertError::BadEpochChange("suffix block names a committee"));
@@ -283,10 +294,14 @@ impl EpochChangeProof {
             });
         }
         if vd.commits() != Some(last) {
-            return Err(CertError::BadEpochChange("certificate does not commit the chain"));
+            return Err(CertError::BadEpochChange(
+                "certificate does not commit the chain",
+            ));
         }
         if self.commit_qc.is_root() {
-            return Err(CertError::BadEpochChange("root certificate cannot end an epoch"));
+            return Err(CertError::BadEpochChange(
+                "root certificate cannot end an epoch",
+            ));
         }
         self.commit_qc.verify(chain_id, committee)?;
         Ok(next)

@@ -37,7 +37,10 @@ pub enum Message {
         count: u32,
     },
     /// Blocks answering a request, the requested one first, then its ancestors.
-    BlockResponse { epoch: Epoch, blocks: Vec<Block> },
+    BlockResponse {
+        epoch: Epoch,
+        blocks: Vec<Block>,
+    },
 }
 
 impl Message {

@@ -219,7 +219,7 @@ pub struct Stats {
 }
 
 enum Held {
-    Effect(Effect),
+    Effect(Box<Effect>),
     OwnVote(Vote),
     OwnTimeout(Box<TimeoutMsg>),
 }
@@ -227,7 +227,7 @@ enum Held {
 /// A block waiting for its parent: a proposal (which may earn a vote) or a fetched ancestor.
 enum Orphan {
     Proposal(Box<Proposal>),
-    Fetched(Block),
+    Fetched(Box<Block>),
 }
 
 impl Orphan {
@@ -300,7 +300,12 @@ impl Replica<LocalSafetyRules, RoundRobin> {
 }
 
 impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
-    pub fn with_parts(config: ReplicaConfig, mut safety: S, election: L, recovery: Recovery) -> Self {
+    pub fn with_parts(
+        config: ReplicaConfig,
+        mut safety: S,
+        election: L,
+        recovery: Recovery,
+    ) -> Self {
         let Recovery {
             epoch_state,
             committed,
@@ -317,7 +322,10 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             .clone()
             .filter(|q| q.epoch() == epoch_state.epoch && q.round() > 0)
             .unwrap_or(root_qc);
-        let high_tc = data.high_tc.clone().filter(|t| t.epoch == epoch_state.epoch);
+        let high_tc = data
+            .high_tc
+            .clone()
+            .filter(|t| t.epoch == epoch_state.epoch);
         let mut r = Replica {
             me: epoch_state.committee.index_of(&key),
             config,
@@ -366,7 +374,8 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
     fn restore_blocks(&mut self, mut blocks: Vec<Block>) {
         blocks.sort_by_key(|b| (b.height(), b.round()));
         for b in blocks {
-            let parent_known = b.parent_id() == self.root.id || self.blocks.contains_key(&b.parent_id());
+            let parent_known =
+                b.parent_id() == self.root.id || self.blocks.contains_key(&b.parent_id());
             if b.epoch() != self.epoch()
                 || b.height() <= self.root.height
                 || b.check_well_formed().is_err()
@@ -499,7 +508,7 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
 
     fn release(&mut self, item: Held) {
         match item {
-            Held::Effect(e) => self.out.push(e),
+            Held::Effect(e) => self.out.push(*e),
             Held::OwnVote(v) => self.on_vote(v, true),
             Held::OwnTimeout(t) => self.on_timeout_msg(self.key, t, true),
         }
@@ -510,8 +519,9 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             return;
         }
         self.persisted_seq = seq;
-        let (ready, waiting): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.held).into_iter().partition(|(s, _)| *s <= seq);
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(s, _)| *s <= seq);
         self.held = waiting;
         for (_, item) in ready {
             self.release(item);
@@ -697,7 +707,13 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         let high_qc = if vote.high_qc_round == self.high_qc.round() {
             self.high_qc.clone()
         } else {
-            match self.safety.data().high_qc.clone().filter(|q| q.round() == vote.high_qc_round) {
+            match self
+                .safety
+                .data()
+                .high_qc
+                .clone()
+                .filter(|q| q.round() == vote.high_qc_round)
+            {
                 Some(q) => q,
                 None => {
                     self.stats.safety_refusals += 1;
@@ -714,9 +730,9 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         let seq = self.persist_if_changed();
         self.hold(
             seq,
-            Held::Effect(Effect::Broadcast {
+            Held::Effect(Box::new(Effect::Broadcast {
                 message: Message::Timeout(msg.clone()),
-            }),
+            })),
         );
         self.hold(seq, Held::OwnTimeout(msg));
     }
@@ -855,9 +871,7 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             self.drop_msg("bad_timestamp");
             return false;
         }
-        if self.ancestor_ends_epoch(b.parent_id())
-            && (!b.payload.is_empty() || b.ends_epoch())
-        {
+        if self.ancestor_ends_epoch(b.parent_id()) && (!b.payload.is_empty() || b.ends_epoch()) {
             // Blocks after the epoch-ending one carry nothing: they only certify its commit.
             self.drop_msg("payload_after_epoch_end");
             return false;
@@ -887,7 +901,7 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
                 match orphan {
                     Orphan::Proposal(p) => self.insert_proposal(from, p),
                     Orphan::Fetched(b) => {
-                        self.insert_block(b);
+                        self.insert_block(*b);
                     }
                 }
             }
@@ -979,7 +993,8 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             }
         }
         let Some(oldest) = chain.last() else { return };
-        let linked = oldest.parent_id() == self.root.id || self.blocks.contains_key(&oldest.parent_id());
+        let linked =
+            oldest.parent_id() == self.root.id || self.blocks.contains_key(&oldest.parent_id());
         if !linked {
             if oldest.height() <= self.root.height + 1 {
                 self.drop_msg("unlinked_blocks");
@@ -995,7 +1010,7 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
                 self.orphans
                     .entry(b.parent_id())
                     .or_default()
-                    .push((from, Orphan::Fetched(b)));
+                    .push((from, Orphan::Fetched(Box::new(b))));
             }
             self.fetch(from, pid, gap);
             return;
@@ -1026,7 +1041,9 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             .filter(|id| !self.voted.contains(id) && !self.awaiting_verdict.contains(id))
             .collect();
         for id in candidates {
-            let Some(b) = self.blocks.get(&id) else { continue };
+            let Some(b) = self.blocks.get(&id) else {
+                continue;
+            };
             if b.payload.is_empty() && !b.ends_epoch() {
                 self.vote(id);
             } else {
@@ -1045,14 +1062,20 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             self.drop_msg("invalid_payload");
             return;
         }
-        if self.blocks.get(&block_id).is_some_and(|b| b.round() == self.round) {
+        if self
+            .blocks
+            .get(&block_id)
+            .is_some_and(|b| b.round() == self.round)
+        {
             self.vote(block_id);
         }
     }
 
     fn vote(&mut self, id: BlockId) {
         let Some(me) = self.me else { return };
-        let Some(block) = self.blocks.get(&id) else { return };
+        let Some(block) = self.blocks.get(&id) else {
+            return;
+        };
         if !self.voted.insert(id) {
             return;
         }
@@ -1075,10 +1098,10 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         } else if let Some(to) = self.epoch_state.committee.member(next_leader).copied() {
             self.hold(
                 seq,
-                Held::Effect(Effect::Send {
+                Held::Effect(Box::new(Effect::Send {
                     to,
                     message: Message::Vote(vote),
-                }),
+                })),
             );
         }
     }
@@ -1103,7 +1126,11 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             return;
         }
         if let Some(prev) = entry.by_author.get(&v.author) {
-            let reason = if *prev == digest { "duplicate" } else { "equivocation" };
+            let reason = if *prev == digest {
+                "duplicate"
+            } else {
+                "equivocation"
+            };
             self.drop_msg(reason);
             return;
         }
@@ -1176,7 +1203,10 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         }
         let set = self.timeouts.entry(round).or_default();
         // A sender may re-sign its timeout for the round with a higher certificate.
-        if set.get(&v.author).is_some_and(|(hqc, _)| *hqc >= v.high_qc_round) {
+        if set
+            .get(&v.author)
+            .is_some_and(|(hqc, _)| *hqc >= v.high_qc_round)
+        {
             self.drop_msg("duplicate");
             return;
         }
@@ -1193,8 +1223,12 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         if count > f && round == self.round && !timed_out_here {
             self.local_timeout();
         }
-        let Some(set) = self.timeouts.get(&round) else { return };
-        if set.len() < self.epoch_state.committee.quorum() || self.high_tc.as_ref().is_some_and(|t| t.round >= round) {
+        let Some(set) = self.timeouts.get(&round) else {
+            return;
+        };
+        if set.len() < self.epoch_state.committee.quorum()
+            || self.high_tc.as_ref().is_some_and(|t| t.round >= round)
+        {
             return;
         }
         let mut signers = SignerBitmap::new(self.epoch_state.committee.size());
@@ -1263,7 +1297,11 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
                 .get((round as usize) % signers.len().max(1))
                 .and_then(|i| self.epoch_state.committee.member(*i).copied());
             if let Some(peer) = signer {
-                let gap = self.high_qc.vote_data.height.saturating_sub(self.root.height);
+                let gap = self
+                    .high_qc
+                    .vote_data
+                    .height
+                    .saturating_sub(self.root.height);
                 self.fetch(peer, self.high_qc.block_id(), gap);
             }
             return;
@@ -1291,8 +1329,12 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
 
     fn propose(&mut self, mut payload: Vec<u8>, mut next_committee: Option<Committee>) {
         let Some(me) = self.me else { return };
-        let Ok(tc) = self.tc_for_proposal() else { return };
-        let Some(parent) = self.parent_for_proposal() else { return };
+        let Ok(tc) = self.tc_for_proposal() else {
+            return;
+        };
+        let Some(parent) = self.parent_for_proposal() else {
+            return;
+        };
         if self.ancestor_ends_epoch(parent.id) {
             payload.clear();
             next_committee = None;
@@ -1309,7 +1351,10 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             payload_digest: payload_digest(&payload),
             next_committee,
         };
-        let signature = match self.safety.sign_proposal(&self.epoch_state.chain_id, &header) {
+        let signature = match self
+            .safety
+            .sign_proposal(&self.epoch_state.chain_id, &header)
+        {
             Ok(s) => s,
             Err(_) => {
                 self.stats.safety_refusals += 1;
@@ -1326,9 +1371,9 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         let seq = self.persist_if_changed();
         self.hold(
             seq,
-            Held::Effect(Effect::Broadcast {
+            Held::Effect(Box::new(Effect::Broadcast {
                 message: Message::Proposal(proposal.clone()),
-            }),
+            })),
         );
         let id = proposal.block.id();
         let tc = proposal.tc.clone();
@@ -1341,8 +1386,12 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
     // ----- commit and epoch change -----------------------------------------------------------
 
     fn try_commit(&mut self, from: Option<PublicKey>) {
-        let Some(qc) = self.high_commit_qc.clone() else { return };
-        let Some(target) = qc.vote_data.commits() else { return };
+        let Some(qc) = self.high_commit_qc.clone() else {
+            return;
+        };
+        let Some(target) = qc.vote_data.commits() else {
+            return;
+        };
         if qc.vote_data.height <= self.root.height + 1 {
             return;
         }
@@ -1366,7 +1415,9 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         }
         chain.reverse();
         for (i, id) in chain.iter().enumerate() {
-            let Some(block) = self.blocks.get(id).cloned() else { return };
+            let Some(block) = self.blocks.get(id).cloned() else {
+                return;
+            };
             self.commit_block(block.clone(), qc.clone());
             if let Some(next) = self.epoch_state.next(&block.header) {
                 let suffix = chain[i + 1..]
@@ -1407,7 +1458,10 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             !v.is_empty()
         });
         self.orphan_count = self.orphans.values().map(Vec::len).sum();
-        if self.sync_requested.is_some_and(|(e, ht, _)| e == self.epoch() && ht <= h) {
+        if self
+            .sync_requested
+            .is_some_and(|(e, ht, _)| e == self.epoch() && ht <= h)
+        {
             self.sync_requested = None;
         }
     }
@@ -1479,7 +1533,11 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         let mut current = commit_qc;
         for b in blocks.iter().rev() {
             if b.ends_epoch() {
-                current = proofs.iter().rev().find(|p| p.ending.id() == b.id()).map(|p| p.commit_qc.clone());
+                current = proofs
+                    .iter()
+                    .rev()
+                    .find(|p| p.ending.id() == b.id())
+                    .map(|p| p.commit_qc.clone());
             }
             certs.push(current.clone());
         }
@@ -1488,8 +1546,12 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         for (b, cert) in blocks.into_iter().zip(certs) {
             let Some(cert) = cert else { break }; // unreachable: check_sync saw every certificate
             if b.ends_epoch() {
-                let Some(next) = self.epoch_state.next(&b.header) else { break };
-                let Some(pos) = proofs.iter().position(|p| p.ending.id() == b.id()) else { break };
+                let Some(next) = self.epoch_state.next(&b.header) else {
+                    break;
+                };
+                let Some(pos) = proofs.iter().position(|p| p.ending.id() == b.id()) else {
+                    break;
+                };
                 let proof = proofs.remove(pos);
                 self.commit_block(b, cert);
                 self.enter_epoch(proof, next);

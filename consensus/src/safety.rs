@@ -30,7 +30,9 @@
 
 use crate::certificate::{QuorumCert, TimeoutCert, TimeoutVote, Vote};
 use crate::crypto::{MessageKind, Signer, signing_bytes};
-use crate::types::{Block, BlockHeader, Digest, Epoch, PublicKey, Round, Signature, ValidatorIndex};
+use crate::types::{
+    Block, BlockHeader, Digest, Epoch, PublicKey, Round, Signature, ValidatorIndex,
+};
 
 /// What a validator must persist before anything it signed leaves it.
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
@@ -91,7 +93,11 @@ pub trait SafetyRules {
     fn public_key(&self) -> PublicKey;
     /// Enter `epoch` (rule 1); a no-op for the current epoch.
     fn start_epoch(&mut self, epoch: Epoch) -> Result<(), SafetyError>;
-    fn sign_proposal(&mut self, chain_id: &str, header: &BlockHeader) -> Result<Signature, SafetyError>;
+    fn sign_proposal(
+        &mut self,
+        chain_id: &str,
+        header: &BlockHeader,
+    ) -> Result<Signature, SafetyError>;
     fn vote(
         &mut self,
         chain_id: &str,
@@ -158,13 +164,21 @@ impl LocalSafetyRules {
 
     fn raise_high(&mut self, qc: &QuorumCert, tc: Option<&TimeoutCert>) {
         if qc.epoch() == self.data.epoch
-            && self.data.high_qc.as_ref().is_none_or(|h| qc.round() > h.round())
+            && self
+                .data
+                .high_qc
+                .as_ref()
+                .is_none_or(|h| qc.round() > h.round())
         {
             self.data.high_qc = Some(qc.clone());
         }
         if let Some(tc) = tc
             && tc.epoch == self.data.epoch
-            && self.data.high_tc.as_ref().is_none_or(|h| tc.round > h.round)
+            && self
+                .data
+                .high_tc
+                .as_ref()
+                .is_none_or(|h| tc.round > h.round)
         {
             self.data.high_tc = Some(tc.clone());
         }
@@ -196,7 +210,11 @@ impl SafetyRules for LocalSafetyRules {
         Ok(())
     }
 
-    fn sign_proposal(&mut self, chain_id: &str, header: &BlockHeader) -> Result<Signature, SafetyError> {
+    fn sign_proposal(
+        &mut self,
+        chain_id: &str,
+        header: &BlockHeader,
+    ) -> Result<Signature, SafetyError> {
         self.check_epoch(header.epoch)?;
         if header.round <= self.data.last_proposed_round {
             return Err(SafetyError::AlreadyProposed(header.round));

@@ -83,7 +83,10 @@ fn main() -> ExitCode {
             Some(s) => vec![s],
             None => {
                 let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
-                eprintln!("trellis-sim: unknown scenario '{name}' (one of: all, {})", names.join(", "));
+                eprintln!(
+                    "trellis-sim: unknown scenario '{name}' (one of: all, {})",
+                    names.join(", ")
+                );
                 return ExitCode::from(2);
             }
         },
@@ -137,5 +140,9 @@ fn main() -> ExitCode {
         "seeds={seeds} runs={} commits={commits} violations={violations}",
         reports.len()
     );
-    if violations > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+    if violations > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -115,7 +115,9 @@ impl Checker {
         }
         let epoch = qc.vote_data.epoch;
         let Some(committee) = self.committees.get(&epoch).cloned() else {
-            self.violation(format!("{context}: certificate of unscheduled epoch {epoch}"));
+            self.violation(format!(
+                "{context}: certificate of unscheduled epoch {epoch}"
+            ));
             return;
         };
         let n = committee.len();
@@ -130,7 +132,9 @@ impl Checker {
             }
         }
         if signers.iter().any(|i| *i >= n) || signers.len() != qc.signatures.len() {
-            self.violation(format!("{context}: malformed certificate for epoch {epoch}"));
+            self.violation(format!(
+                "{context}: malformed certificate for epoch {epoch}"
+            ));
             return;
         }
         if signers.len() < needed {
@@ -143,7 +147,10 @@ impl Checker {
         let msg = vote_message(&self.chain_id, &qc.vote_data);
         for (i, sig) in signers.iter().zip(&qc.signatures) {
             let ok = ed25519_consensus::VerificationKey::try_from(committee[*i].0)
-                .map(|vk| vk.verify(&ed25519_consensus::Signature::from(sig.0), &msg).is_ok())
+                .map(|vk| {
+                    vk.verify(&ed25519_consensus::Signature::from(sig.0), &msg)
+                        .is_ok()
+                })
                 .unwrap_or(false);
             if !ok {
                 self.violation(format!("{context}: bad signature in certificate"));

@@ -11,6 +11,7 @@ pub mod byzantine;
 pub mod invariants;
 pub mod rng;
 pub mod scenario;
+pub mod testkit;
 
 use crate::crypto::Signer;
 use crate::replica::CommittedHead;
@@ -128,6 +129,8 @@ pub struct Simulation {
     config: ReplicaConfig,
     planted: Option<PlantedBug>,
     height_at_heal: Option<u64>,
+    /// `TRELLIS_SIM_TRACE=1` prints every input to stderr, `=2` also every effect.
+    trace: u8,
 }
 
 impl Simulation {
@@ -136,9 +139,11 @@ impl Simulation {
         let setup = Setup::new(scenario, &mut rng);
         let honest_count = setup.committee_size - setup.byzantine + setup.spare_honest;
         let make_signer = |rng: &mut SimRng| Signer::from_seed(rng.bytes32());
-        let byzantine_signers: Vec<Signer> =
-            (0..setup.byzantine).map(|_| make_signer(&mut rng)).collect();
-        let honest_signers: Vec<Signer> = (0..honest_count).map(|_| make_signer(&mut rng)).collect();
+        let byzantine_signers: Vec<Signer> = (0..setup.byzantine)
+            .map(|_| make_signer(&mut rng))
+            .collect();
+        let honest_signers: Vec<Signer> =
+            (0..honest_count).map(|_| make_signer(&mut rng)).collect();
         let byzantine_keys: Vec<PublicKey> =
             byzantine_signers.iter().map(Signer::public_key).collect();
         let honest_keys: Vec<PublicKey> = honest_signers.iter().map(Signer::public_key).collect();
@@ -163,6 +168,11 @@ impl Simulation {
             config,
             planted,
             height_at_heal: None,
+            trace: match std::env::var("TRELLIS_SIM_TRACE").as_deref() {
+                Ok("2") => 2,
+                Ok(_) => 1,
+                Err(_) => 0,
+            },
             setup,
         };
         let genesis = EpochState::genesis(CHAIN_ID, sim.committee_for(0), 0);
@@ -178,7 +188,8 @@ impl Simulation {
             nodes.push((s, true));
         }
         for (signer, honest) in nodes {
-            let skew = sim.rng.range(0, 2 * scenario.clock_skew_ms) as i64 - scenario.clock_skew_ms as i64;
+            let skew =
+                sim.rng.range(0, 2 * scenario.clock_skew_ms) as i64 - scenario.clock_skew_ms as i64;
             let behaviour = match (honest, scenario.byzantine) {
                 (false, Some(kind)) => Some(byzantine::make(kind)),
                 _ => None,
@@ -343,7 +354,9 @@ impl Simulation {
         let node = &mut self.nodes[i];
         let state = node.disk.epoch_state.clone();
         let committed = match node.disk.ledger.last() {
-            Some((b, _)) if b.epoch() == state.epoch && !b.ends_epoch() => CommittedHead::of_block(b),
+            Some((b, _)) if b.epoch() == state.epoch && !b.ends_epoch() => {
+                CommittedHead::of_block(b)
+            }
             _ => CommittedHead::of_root(&state),
         };
         let recovery = Recovery {
@@ -392,7 +405,8 @@ impl Simulation {
                 seq,
                 data,
             } => {
-                if self.nodes[node].incarnation != incarnation || self.nodes[node].replica.is_none() {
+                if self.nodes[node].incarnation != incarnation || self.nodes[node].replica.is_none()
+                {
                     return;
                 }
                 self.nodes[node].disk.safety = *data;
@@ -460,25 +474,39 @@ impl Simulation {
 
     fn input(&mut self, i: usize, input: Input) {
         let now = self.local_time(i);
-        if std::env::var_os("TRELLIS_SIM_TRACE").is_some() {
+        if self.trace > 0 {
             let desc = match &input {
                 Input::Message { from, message } => match message {
-                    Message::Timeout(t) => format!("timeout r{} hqc{} from {from:?}", t.vote.round, t.vote.high_qc_round),
-                    Message::Proposal(p) => format!("proposal r{} h{} tc={} from {from:?}", p.block.round(), p.block.height(), p.tc.is_some()),
+                    Message::Timeout(t) => format!(
+                        "timeout r{} hqc{} from {from:?}",
+                        t.vote.round, t.vote.high_qc_round
+                    ),
+                    Message::Proposal(p) => format!(
+                        "proposal r{} h{} tc={} from {from:?}",
+                        p.block.round(),
+                        p.block.height(),
+                        p.tc.is_some()
+                    ),
                     Message::Vote(v) => format!("vote r{} from {from:?}", v.vote_data.round),
                     m => format!("{} e{} from {from:?}", m.kind(), m.epoch()),
                 },
                 other => format!("{other:?}").chars().take(80).collect(),
             };
             if let Some(r) = &self.nodes[i].replica {
-                eprintln!("t={} node={i} e{} r{} h{} <- {desc}", self.now, r.epoch(), r.round(), r.committed_height());
+                eprintln!(
+                    "t={} node={i} e{} r{} h{} <- {desc}",
+                    self.now,
+                    r.epoch(),
+                    r.round(),
+                    r.committed_height()
+                );
             }
         }
         let Some(replica) = self.nodes[i].replica.as_mut() else {
             return;
         };
         let effects = replica.handle(now, input);
-        if std::env::var("TRELLIS_SIM_TRACE").is_ok_and(|v| v == "2") {
+        if self.trace > 1 {
             for e in &effects {
                 let d: String = format!("{e:?}").chars().take(100).collect();
                 eprintln!("    node={i} -> {d}");
@@ -502,7 +530,9 @@ impl Simulation {
                 }
                 Effect::Broadcast { message } => {
                     self.observe_sent(i, &message);
-                    let Some(r) = &self.nodes[i].replica else { continue };
+                    let Some(r) = &self.nodes[i].replica else {
+                        continue;
+                    };
                     let members = r.epoch_state().committee.members().to_vec();
                     for to in members {
                         self.send(i, to, message.clone());
@@ -648,7 +678,8 @@ impl Simulation {
         let state = r.epoch_state();
         let next_committee = (height >= state.root_height + self.setup.epoch_length)
             .then(|| self.committee_for(epoch + 1));
-        let payload = format!("tx:{i}:{epoch}:{round}:{height}:{}", self.rng.next_u64()).into_bytes();
+        let payload =
+            format!("tx:{i}:{epoch}:{round}:{height}:{}", self.rng.next_u64()).into_bytes();
         Input::Payload {
             round,
             payload,
@@ -678,15 +709,20 @@ impl Simulation {
     /// Serves a state-sync request from `peer`'s durable ledger, over the (faulty) network.
     fn state_sync(&mut self, i: usize, peer: PublicKey, from_height: u64) {
         let source = (0..self.nodes.len()).find(|j| {
-            *j != i && self.nodes[*j].signer.public_key() == peer && self.nodes[*j].replica.is_some()
+            *j != i
+                && self.nodes[*j].signer.public_key() == peer
+                && self.nodes[*j].replica.is_some()
         });
         let Some(j) = source else { return };
         if self.faults_active() && (self.partitioned(i, j) || self.rng.chance(self.scenario.loss)) {
             return;
         }
         let disk = &self.nodes[j].disk;
-        let blocks: Vec<&(Block, QuorumCert)> =
-            disk.ledger.iter().filter(|(b, _)| b.height() > from_height).collect();
+        let blocks: Vec<&(Block, QuorumCert)> = disk
+            .ledger
+            .iter()
+            .filter(|(b, _)| b.height() > from_height)
+            .collect();
         let Some((last, last_cert)) = blocks.last().map(|(b, c)| (b, c)) else {
             return;
         };
@@ -750,7 +786,9 @@ pub fn run_many(
             scope.spawn(|| {
                 loop {
                     let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some((scenario, seed)) = jobs.get(k) else { break };
+                    let Some((scenario, seed)) = jobs.get(k) else {
+                        break;
+                    };
                     let report = run(scenario, *seed, planted);
                     if let Ok(mut r) = results.lock() {
                         r.push((k, report));

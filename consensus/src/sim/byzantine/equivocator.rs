@@ -166,7 +166,8 @@ impl Equivocator {
             signature,
         };
         let mut out = Vec::new();
-        if let (Some(vote), Some(to)) = (ctx.sign_vote(&fork.block), ctx.next_leader(pending.round)) {
+        if let (Some(vote), Some(to)) = (ctx.sign_vote(&fork.block), ctx.next_leader(pending.round))
+        {
             out.push(Effect::Send {
                 to,
                 message: Message::Vote(vote),
@@ -197,11 +198,9 @@ impl super::Behaviour for Equivocator {
     }
 
     fn outgoing(&mut self, ctx: &mut Ctx<'_>, effects: Vec<Effect>) -> Vec<Effect> {
-        if self
-            .pending
-            .as_ref()
-            .is_some_and(|p| ctx.replica.epoch() != p.header.epoch || ctx.replica.round() > p.round + 1)
-        {
+        if self.pending.as_ref().is_some_and(|p| {
+            ctx.replica.epoch() != p.header.epoch || ctx.replica.round() > p.round + 1
+        }) {
             self.pending = None; // the attack window passed
         }
         let mut out = Vec::new();

@@ -11,7 +11,9 @@ mod stale_epoch_replay;
 use super::rng::SimRng;
 use super::scenario::ByzantineKind;
 use crate::crypto::{MessageKind, Signer, signing_bytes};
-use crate::{Block, BlockHeader, Digest, Effect, Message, PublicKey, Replica, Round, Signature, Vote};
+use crate::{
+    Block, BlockHeader, Digest, Effect, Message, PublicKey, Replica, Round, Signature, Vote,
+};
 
 /// What a behaviour may look at and use.
 pub struct Ctx<'a> {
@@ -100,7 +102,9 @@ pub fn make(kind: ByzantineKind) -> Box<dyn Behaviour> {
         ByzantineKind::DoubleVoter => Box::new(double_voter::DoubleVoter),
         ByzantineKind::ConflictingVoter => Box::new(conflicting_voter::ConflictingVoter),
         ByzantineKind::Forger => Box::new(forger::Forger),
-        ByzantineKind::StaleEpochReplay => Box::new(stale_epoch_replay::StaleEpochReplay::default()),
+        ByzantineKind::StaleEpochReplay => {
+            Box::new(stale_epoch_replay::StaleEpochReplay::default())
+        }
         ByzantineKind::Silent => Box::new(silent::Silent),
         ByzantineKind::Twins => Box::new(Twin),
     }

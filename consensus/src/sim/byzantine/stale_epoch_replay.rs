@@ -25,7 +25,10 @@ impl Behaviour for StaleEpochReplay {
     fn outgoing(&mut self, ctx: &mut Ctx<'_>, mut effects: Vec<Effect>) -> Vec<Effect> {
         // Piggyback on the replica's own broadcasts (proposals, timeouts) so replays cannot feed
         // on each other.
-        if !effects.iter().any(|e| matches!(e, Effect::Broadcast { .. })) {
+        if !effects
+            .iter()
+            .any(|e| matches!(e, Effect::Broadcast { .. }))
+        {
             return effects;
         }
         let epoch = ctx.replica.epoch();

@@ -1,0 +1,294 @@
+//! The replica driven by hand: commits over an instant network, the persistence gate, peer
+//! input that must be dropped (and counted) without effect, epoch change and its proof.
+
+use trellis_consensus::certificate::SignerBitmap;
+use trellis_consensus::sim::testkit::{CHAIN, Keys, LocalNet};
+use trellis_consensus::{
+    Effect, Input, Message, PublicKey, Recovery, Replica, ReplicaConfig, SafetyData, Signature,
+};
+
+fn replica(keys: &Keys, i: usize) -> Replica {
+    Replica::new(
+        ReplicaConfig::default(),
+        keys.signers[i].clone(),
+        Recovery::genesis(keys.genesis.clone()),
+    )
+}
+
+fn msg(from: PublicKey, message: Message) -> Input {
+    Input::Message { from, message }
+}
+
+fn sent_votes(effects: &[Effect]) -> usize {
+    effects
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Effect::Send {
+                    message: Message::Vote(_),
+                    ..
+                }
+            )
+        })
+        .count()
+}
+
+#[test]
+fn four_replicas_commit_in_order_on_an_instant_network() {
+    let mut net = LocalNet::new(4, 64);
+    assert_eq!(net.run(50), 50);
+    for (i, r) in net.replicas.iter().enumerate() {
+        assert!(
+            r.committed_height() >= 49,
+            "replica {i} at {}",
+            r.committed_height()
+        );
+        assert_eq!(
+            r.stats().dropped.values().sum::<u64>(),
+            0,
+            "replica {i} dropped input"
+        );
+    }
+}
+
+#[test]
+fn a_vote_leaves_only_after_its_safety_data_is_persisted() {
+    let keys = Keys::new(4);
+    let mut r = replica(&keys, 0);
+    r.handle(1, Input::Start);
+    // Leader of round 1 is validator (0 + 1) % 4 = 1; the block has no payload, so no verdict.
+    let b1 = keys.block(&keys.genesis.root_qc(), 1, 1, b"");
+    let effects = r.handle(
+        2,
+        msg(
+            keys.key(1),
+            Message::Proposal(Box::new(keys.proposal(b1, None))),
+        ),
+    );
+    let seq = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::PersistSafety { seq, data } => {
+                assert_eq!(data.last_voted_round, 1);
+                Some(*seq)
+            }
+            _ => None,
+        })
+        .expect("persist request");
+    assert_eq!(sent_votes(&effects), 0, "vote left before persistence");
+    let effects = r.handle(3, Input::SafetyPersisted { seq });
+    assert_eq!(sent_votes(&effects), 1);
+}
+
+#[test]
+fn a_restarted_replica_never_votes_for_a_conflicting_block() {
+    let keys = Keys::new(4);
+    let a = keys.block(&keys.genesis.root_qc(), 1, 1, b"");
+    let mut b = keys.block(&keys.genesis.root_qc(), 1, 1, b"");
+    b.header.timestamp_ms += 1;
+    let b = trellis_consensus::Block::new(b.header.clone(), b.qc.clone(), Vec::new());
+    let mut r = replica(&keys, 0);
+    r.handle(1, Input::Start);
+    let effects = r.handle(
+        2,
+        msg(
+            keys.key(1),
+            Message::Proposal(Box::new(keys.proposal(a, None))),
+        ),
+    );
+    let persisted: SafetyData = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::PersistSafety { data, .. } => Some(data.clone()),
+            _ => None,
+        })
+        .expect("persist request");
+    // Crash after persisting; restart and show it the conflicting block of the same round.
+    let mut recovery = Recovery::genesis(keys.genesis.clone());
+    recovery.safety = persisted;
+    let mut r = Replica::new(ReplicaConfig::default(), keys.signers[0].clone(), recovery);
+    r.handle(10, Input::Start);
+    let effects = r.handle(
+        11,
+        msg(
+            keys.key(1),
+            Message::Proposal(Box::new(keys.proposal(b, None))),
+        ),
+    );
+    assert_eq!(sent_votes(&effects), 0);
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::PersistSafety { .. }))
+    );
+    assert_eq!(r.stats().safety_refusals, 1);
+}
+
+#[test]
+fn bad_peer_input_is_dropped_and_counted() {
+    let keys = Keys::new(4);
+    let outsider = Keys::with_seed(4, 9);
+    let mut r = replica(&keys, 0);
+    r.handle(1, Input::Start);
+    let root = keys.genesis.root_qc();
+    let good = keys.block(&root, 1, 1, b"");
+
+    // Bad signature.
+    let mut p = keys.proposal(good.clone(), None);
+    p.signature = Signature([7; 64]);
+    r.handle(2, msg(keys.key(1), Message::Proposal(Box::new(p))));
+    // Wrong leader for round 1 (validator 2 signs its own block).
+    let wrong = keys.block(&root, 1, 2, b"");
+    r.handle(
+        3,
+        msg(
+            keys.key(2),
+            Message::Proposal(Box::new(keys.proposal(wrong, None))),
+        ),
+    );
+    // Tampered payload: the header no longer matches.
+    let mut tampered = keys.proposal(good.clone(), None);
+    tampered.block.payload = b"tampered".to_vec();
+    r.handle(4, msg(keys.key(1), Message::Proposal(Box::new(tampered))));
+    // A certificate with a malformed signer bitmap, inside a block of round 2.
+    let mut bad_qc = keys.qc(&good, &[0, 1, 2]);
+    bad_qc.signers = SignerBitmap(vec![0xff, 0xff]);
+    let b2 = keys.block(&bad_qc, 2, 2, b"");
+    r.handle(
+        5,
+        msg(
+            keys.key(2),
+            Message::Proposal(Box::new(keys.proposal(b2, None))),
+        ),
+    );
+    // A vote signed by a key outside the committee, claiming a member's index.
+    let mut v = outsider.vote(&good, 3);
+    v.author = 3;
+    r.handle(6, msg(outsider.key(3), Message::Vote(v)));
+    // A certificate with too few signers.
+    let thin = keys.qc(&good, &[1, 2]);
+    let b2 = keys.block(&thin, 2, 2, b"");
+    r.handle(
+        7,
+        msg(
+            keys.key(2),
+            Message::Proposal(Box::new(keys.proposal(b2, None))),
+        ),
+    );
+    // Blocks nobody asked for.
+    r.handle(
+        8,
+        msg(
+            keys.key(1),
+            Message::BlockResponse {
+                epoch: 0,
+                blocks: vec![good.clone()],
+            },
+        ),
+    );
+
+    let dropped = &r.stats().dropped;
+    for reason in [
+        "bad_signature",
+        "wrong_leader",
+        "malformed",
+        "bad_certificate",
+        "unrequested_block",
+    ] {
+        assert!(
+            dropped.get(reason).is_some_and(|n| *n >= 1),
+            "no drop for {reason}: {dropped:?}"
+        );
+    }
+    assert_eq!(r.safety_data().last_voted_round, 0, "voted on bad input");
+    assert_eq!(r.committed_height(), 0);
+
+    // The genuine proposal still gets a vote.
+    let effects = r.handle(
+        9,
+        msg(
+            keys.key(1),
+            Message::Proposal(Box::new(keys.proposal(good, None))),
+        ),
+    );
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::PersistSafety { .. }))
+    );
+}
+
+#[test]
+fn committing_the_epoch_ending_block_changes_committee_with_a_verifiable_proof() {
+    let keys = Keys::new(4);
+    let next = Keys::with_seed(4, 3);
+    let mut r = replica(&keys, 0);
+    r.handle(1, Input::Start);
+    let root = keys.genesis.root_qc();
+    // Round 1 ends the epoch; rounds 2 and 3 are empty suffix blocks.
+    let b1 = keys.block_with(&root, 1, 1, b"end", Some(next.committee.clone()));
+    let q1 = keys.qc(&b1, &[0, 1, 2]);
+    let b2 = keys.block(&q1, 2, 2, b"");
+    let q2 = keys.qc(&b2, &[1, 2, 3]);
+    let b3 = keys.block(&q2, 3, 3, b"");
+    let mut effects = Vec::new();
+    for (author, b) in [(1, b1.clone()), (2, b2), (3, b3)] {
+        effects.extend(r.handle(
+            2,
+            msg(
+                keys.key(author),
+                Message::Proposal(Box::new(keys.proposal(b, None))),
+            ),
+        ));
+    }
+    let commits: Vec<_> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Commit { block, .. } => Some(block.id()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(commits, vec![b1.id()]);
+    let (proof, state) = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::EpochChange { proof, next } => Some((proof.clone(), next.clone())),
+            _ => None,
+        })
+        .expect("epoch change");
+    assert_eq!(r.epoch(), 1);
+    assert!(!r.is_member());
+    assert_eq!(state.committee, next.committee);
+    assert_eq!(state.root_id, b1.id());
+
+    // The proof verifies offline against the old committee ...
+    let named = proof
+        .verify(CHAIN, 0, &keys.committee)
+        .expect("valid proof");
+    assert_eq!(named, &next.committee);
+    // ... and not against another committee, another epoch, or with a flipped byte.
+    assert!(proof.verify(CHAIN, 0, &next.committee).is_err());
+    assert!(proof.verify(CHAIN, 1, &keys.committee).is_err());
+    let mut forged = proof.clone();
+    forged.commit_qc.signatures[0].0[5] ^= 1;
+    assert!(forged.verify(CHAIN, 0, &keys.committee).is_err());
+    let mut forged = proof.clone();
+    forged.ending.timestamp_ms += 1;
+    assert!(forged.verify(CHAIN, 0, &keys.committee).is_err());
+
+    // Messages of the old epoch are now stale.
+    let stale_before = r.stats().dropped.get("stale_epoch").copied().unwrap_or(0);
+    let late = keys.block(&root, 1, 1, b"late");
+    r.handle(
+        3,
+        msg(
+            keys.key(1),
+            Message::Proposal(Box::new(keys.proposal(late, None))),
+        ),
+    );
+    assert_eq!(
+        r.stats().dropped.get("stale_epoch"),
+        Some(&(stale_before + 1))
+    );
+}
