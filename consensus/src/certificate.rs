@@ -275,7 +275,10 @@ impl EpochChangeProof {
         let mut last = ending.id();
         let mut last_height = ending.height;
         for h in &self.suffix {
-            if h.parent_id != last || h.height != last_height + 1 || h.epoch != epoch {
+            if h.parent_id != last
+                || last_height.checked_add(1) != Some(h.height)
+                || h.epoch != epoch
+            {
                 return Err(CertError::BadEpochChange(
                     "suffix does not extend the ending block",
                 ));

@@ -124,5 +124,5 @@ impl EpochState {
 
 /// The round a replica moves to after seeing these certificates.
 pub fn round_after(qc: &QuorumCert, tc: Option<&TimeoutCert>) -> Round {
-    qc.round().max(tc.map_or(0, |t| t.round)) + 1
+    qc.round().max(tc.map_or(0, |t| t.round)).saturating_add(1)
 }

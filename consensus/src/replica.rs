@@ -35,6 +35,12 @@ pub struct ReplicaConfig {
     /// Proposals buffered while their ancestors are fetched, and future-epoch messages buffered
     /// until the epoch change commits locally.
     pub max_buffered: usize,
+    /// Votes and timeout votes for rounds further ahead than this are not kept: a replica that
+    /// far behind state-syncs instead, and a Byzantine sender cannot fill memory with them.
+    pub max_rounds_ahead: u64,
+    /// Proposals accepted into the block tree per round. Honest leaders send one; a few more let
+    /// equivocation be seen without letting a Byzantine leader flood the tree.
+    pub max_proposals_per_round: u32,
 }
 
 impl Default for ReplicaConfig {
@@ -47,6 +53,8 @@ impl Default for ReplicaConfig {
             max_clock_drift_ms: 10_000,
             recent_blocks: 128,
             max_buffered: 256,
+            max_rounds_ahead: 1_000,
+            max_proposals_per_round: 3,
         }
     }
 }
@@ -274,6 +282,7 @@ pub struct Replica<S: SafetyRules = LocalSafetyRules, L: LeaderElection = RoundR
     proposal_tcs: BTreeMap<BlockId, Option<TimeoutCert>>,
     awaiting_verdict: BTreeSet<BlockId>,
     voted: BTreeSet<BlockId>,
+    proposals_per_round: BTreeMap<Round, u32>,
     orphans: BTreeMap<BlockId, Vec<(PublicKey, Orphan)>>,
     orphan_count: usize,
     requested: BTreeSet<BlockId>,
@@ -350,6 +359,7 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             proposal_tcs: BTreeMap::new(),
             awaiting_verdict: BTreeSet::new(),
             voted: BTreeSet::new(),
+            proposals_per_round: BTreeMap::new(),
             orphans: BTreeMap::new(),
             orphan_count: 0,
             requested: BTreeSet::new(),
@@ -740,6 +750,11 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
     // ----- messages --------------------------------------------------------------------------
 
     fn on_message(&mut self, from: PublicKey, message: Message) {
+        if !numbers_in_range(&message) {
+            // No honest value comes near: refusing them keeps every `+ 1` below from wrapping.
+            self.drop_msg("out_of_range");
+            return;
+        }
         let epoch = message.epoch();
         if let Message::BlockRequest {
             block_id, count, ..
@@ -830,6 +845,12 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             self.drop_msg("duplicate");
             return;
         }
+        let seen = self.proposals_per_round.entry(b.round()).or_insert(0);
+        if *seen >= self.config.max_proposals_per_round {
+            self.drop_msg("too_many_proposals");
+            return;
+        }
+        *seen += 1;
         let parent = b.parent_id();
         if parent != self.root.id && !self.blocks.contains_key(&parent) {
             if self.orphan_count >= self.config.max_buffered {
@@ -1120,6 +1141,10 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             self.drop_msg("old_round");
             return;
         }
+        if d.round > self.round + self.config.max_rounds_ahead {
+            self.drop_msg("too_far_ahead");
+            return;
+        }
         let digest = d.digest();
         let entry = self.votes.entry(d.round).or_default();
         if entry.formed {
@@ -1199,6 +1224,10 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         self.process_certificates(from, &t.high_qc, t.last_tc.as_ref());
         let round = v.round;
         if round < self.round || v.epoch != self.epoch() {
+            return;
+        }
+        if round > self.round + self.config.max_rounds_ahead {
+            self.drop_msg("too_far_ahead");
             return;
         }
         let set = self.timeouts.entry(round).or_default();
@@ -1453,6 +1482,7 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         self.proposal_tcs.retain(|id, _| blocks.contains_key(id));
         self.awaiting_verdict.retain(|id| blocks.contains_key(id));
         self.voted.retain(|id| blocks.contains_key(id));
+        self.proposals_per_round = self.proposals_per_round.split_off(&self.root.round);
         self.orphans.retain(|_, v| {
             v.retain(|(_, o)| o.height() > h);
             !v.is_empty()
@@ -1483,6 +1513,7 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         self.proposal_tcs.clear();
         self.awaiting_verdict.clear();
         self.voted.clear();
+        self.proposals_per_round.clear();
         self.orphans.clear();
         self.orphan_count = 0;
         self.requested.clear();
@@ -1588,7 +1619,7 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         for b in &chunk.blocks {
             if b.check_well_formed().is_err()
                 || b.parent_id() != parent
-                || b.height() != height + 1
+                || height.checked_add(1) != Some(b.height())
                 || b.epoch() != state.epoch
                 || b.header.chain_id != state.chain_id
             {
@@ -1619,5 +1650,49 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         }
         qc.verify(&state.chain_id, &state.committee)
             .map_err(|_| "sync_bad_commit")
+    }
+}
+
+/// Rounds, heights and timestamps honest peers produce stay far below this.
+const NUMBER_LIMIT: u64 = 1 << 62;
+
+fn numbers_in_range(message: &Message) -> bool {
+    fn qc_ok(qc: &QuorumCert) -> bool {
+        let v = &qc.vote_data;
+        v.epoch < NUMBER_LIMIT
+            && v.round < NUMBER_LIMIT
+            && v.height < NUMBER_LIMIT
+            && v.parent_round < NUMBER_LIMIT
+    }
+    fn tc_ok(tc: &TimeoutCert) -> bool {
+        tc.epoch < NUMBER_LIMIT && tc.round < NUMBER_LIMIT
+    }
+    fn block_ok(b: &Block) -> bool {
+        let h = &b.header;
+        h.epoch < NUMBER_LIMIT
+            && h.round < NUMBER_LIMIT
+            && h.height < NUMBER_LIMIT
+            && h.timestamp_ms < NUMBER_LIMIT
+            && qc_ok(&b.qc)
+    }
+    match message {
+        Message::Proposal(p) => block_ok(&p.block) && p.tc.as_ref().is_none_or(tc_ok),
+        Message::Vote(v) => {
+            let d = &v.vote_data;
+            d.epoch < NUMBER_LIMIT
+                && d.round < NUMBER_LIMIT
+                && d.height < NUMBER_LIMIT
+                && d.parent_round < NUMBER_LIMIT
+        }
+        Message::Timeout(t) => {
+            t.vote.epoch < NUMBER_LIMIT
+                && t.vote.round < NUMBER_LIMIT
+                && qc_ok(&t.high_qc)
+                && t.last_tc.as_ref().is_none_or(tc_ok)
+        }
+        Message::BlockRequest { epoch, .. } => *epoch < NUMBER_LIMIT,
+        Message::BlockResponse { epoch, blocks } => {
+            *epoch < NUMBER_LIMIT && blocks.iter().all(block_ok)
+        }
     }
 }

@@ -255,9 +255,11 @@ impl SafetyRules for LocalSafetyRules {
         }
         // Rule 3.
         let qc_round = block.qc.round();
-        let direct = round == qc_round + 1;
+        let direct = qc_round.checked_add(1) == Some(round);
         let via_tc = tc.is_some_and(|tc| {
-            tc.epoch == block.epoch() && round == tc.round + 1 && qc_round >= tc.max_high_qc_round()
+            tc.epoch == block.epoch()
+                && tc.round.checked_add(1) == Some(round)
+                && qc_round >= tc.max_high_qc_round()
         });
         if !direct && !via_tc && !self.skip(SKIP_LOCK) {
             return Err(SafetyError::NotExtending);
@@ -310,8 +312,10 @@ impl SafetyRules for LocalSafetyRules {
                 locked: self.data.locked_round,
             });
         }
-        let justified = round == high_qc.round() + 1
-            || tc.is_some_and(|tc| tc.epoch == self.data.epoch && round == tc.round + 1);
+        let justified = high_qc.round().checked_add(1) == Some(round)
+            || tc.is_some_and(|tc| {
+                tc.epoch == self.data.epoch && tc.round.checked_add(1) == Some(round)
+            });
         if !justified {
             return Err(SafetyError::UnjustifiedTimeout { round });
         }

@@ -220,7 +220,8 @@ impl VoteData {
 
     /// The block this certificate commits under the 2-chain rule, if any.
     pub fn commits(&self) -> Option<BlockId> {
-        (self.round > 0 && self.parent_round + 1 == self.round).then_some(self.parent_id)
+        (self.round > 0 && self.parent_round.checked_add(1) == Some(self.round))
+            .then_some(self.parent_id)
     }
 }
 
@@ -335,7 +336,7 @@ impl Block {
         if h.round <= qc.round {
             return Err("block round does not exceed its parent's");
         }
-        if h.height != qc.height + 1 {
+        if qc.height.checked_add(1) != Some(h.height) {
             return Err("block height is not parent height + 1");
         }
         Ok(())

@@ -292,3 +292,52 @@ fn committing_the_epoch_ending_block_changes_committee_with_a_verifiable_proof()
         Some(&(stale_before + 1))
     );
 }
+
+#[test]
+fn absurd_numbers_and_floods_from_a_byzantine_member_are_bounded() {
+    let keys = Keys::new(4);
+    let mut r = replica(&keys, 2); // leader of round 2: receives votes for round 1
+    r.handle(1, Input::Start);
+    let root = keys.genesis.root_qc();
+    // A vote and a timeout with the largest possible round: dropped, no overflow.
+    let b = keys.block(&root, u64::MAX, 1, b"");
+    r.handle(2, msg(keys.key(1), Message::Vote(keys.vote(&b, 1))));
+    let mut huge = keys.block(&root, 1, 1, b"");
+    huge.header.height = u64::MAX;
+    let huge = trellis_consensus::Block::new(huge.header.clone(), huge.qc.clone(), Vec::new());
+    r.handle(
+        3,
+        msg(
+            keys.key(1),
+            Message::Proposal(Box::new(keys.proposal(huge, None))),
+        ),
+    );
+    assert_eq!(r.stats().dropped.get("out_of_range"), Some(&2));
+    // Votes for rounds far ahead (that this replica would lead next) are not kept.
+    for round in (0..10).map(|k| 5_001 + 4 * k) {
+        let b = keys.block(&root, round, 1, b"");
+        r.handle(4, msg(keys.key(1), Message::Vote(keys.vote(&b, 1))));
+    }
+    assert_eq!(r.stats().dropped.get("too_far_ahead"), Some(&10));
+    // A leader signing many blocks for its round gets only a few into the tree.
+    for i in 0..20u8 {
+        let b = keys.block(&root, 1, 1, &[b't', b'x', i]);
+        r.handle(
+            5,
+            msg(
+                keys.key(1),
+                Message::Proposal(Box::new(keys.proposal(b, None))),
+            ),
+        );
+    }
+    let kept = 20
+        - r.stats()
+            .dropped
+            .get("too_many_proposals")
+            .copied()
+            .unwrap_or(0);
+    assert_eq!(
+        kept,
+        ReplicaConfig::default().max_proposals_per_round as u64
+    );
+}

@@ -67,7 +67,7 @@ impl Keys {
             parent_id: parent.block_id(),
             qc_digest: parent.vote_data.digest(),
             author: author as u32,
-            timestamp_ms: round * 10 + 1,
+            timestamp_ms: round.saturating_mul(10).saturating_add(1),
             payload_digest: payload_digest(payload),
             next_committee,
         };
