@@ -1657,37 +1657,28 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
 const NUMBER_LIMIT: u64 = 1 << 62;
 
 fn numbers_in_range(message: &Message) -> bool {
-    fn qc_ok(qc: &QuorumCert) -> bool {
-        let v = &qc.vote_data;
-        v.epoch < NUMBER_LIMIT
-            && v.round < NUMBER_LIMIT
-            && v.height < NUMBER_LIMIT
-            && v.parent_round < NUMBER_LIMIT
+    fn vote_data_ok(v: &VoteData) -> bool {
+        [v.epoch, v.round, v.height, v.parent_round]
+            .iter()
+            .all(|n| *n < NUMBER_LIMIT)
     }
     fn tc_ok(tc: &TimeoutCert) -> bool {
         tc.epoch < NUMBER_LIMIT && tc.round < NUMBER_LIMIT
     }
     fn block_ok(b: &Block) -> bool {
         let h = &b.header;
-        h.epoch < NUMBER_LIMIT
-            && h.round < NUMBER_LIMIT
-            && h.height < NUMBER_LIMIT
-            && h.timestamp_ms < NUMBER_LIMIT
-            && qc_ok(&b.qc)
+        [h.epoch, h.round, h.height, h.timestamp_ms]
+            .iter()
+            .all(|n| *n < NUMBER_LIMIT)
+            && vote_data_ok(&b.qc.vote_data)
     }
     match message {
         Message::Proposal(p) => block_ok(&p.block) && p.tc.as_ref().is_none_or(tc_ok),
-        Message::Vote(v) => {
-            let d = &v.vote_data;
-            d.epoch < NUMBER_LIMIT
-                && d.round < NUMBER_LIMIT
-                && d.height < NUMBER_LIMIT
-                && d.parent_round < NUMBER_LIMIT
-        }
+        Message::Vote(v) => vote_data_ok(&v.vote_data),
         Message::Timeout(t) => {
             t.vote.epoch < NUMBER_LIMIT
                 && t.vote.round < NUMBER_LIMIT
-                && qc_ok(&t.high_qc)
+                && vote_data_ok(&t.high_qc.vote_data)
                 && t.last_tc.as_ref().is_none_or(tc_ok)
         }
         Message::BlockRequest { epoch, .. } => *epoch < NUMBER_LIMIT,

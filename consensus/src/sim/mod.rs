@@ -637,31 +637,26 @@ impl Simulation {
             .filter(|j| *j != from && self.nodes[*j].signer.public_key() == to)
             .collect();
         for j in targets {
-            if self.faults_active() {
-                if self.partitioned(from, j) || self.rng.chance(self.scenario.loss) {
-                    continue;
-                }
-                if self.rng.chance(self.scenario.duplication) {
-                    let at = self.now + self.latency();
-                    self.push(
-                        at,
-                        Event::Deliver {
-                            to: j,
-                            from: from_key,
-                            message: message.clone(),
-                        },
-                    );
-                }
+            let copies = if !self.faults_active() {
+                1
+            } else if self.partitioned(from, j) || self.rng.chance(self.scenario.loss) {
+                0
+            } else if self.rng.chance(self.scenario.duplication) {
+                2
+            } else {
+                1
+            };
+            for _ in 0..copies {
+                let at = self.now + self.latency();
+                self.push(
+                    at,
+                    Event::Deliver {
+                        to: j,
+                        from: from_key,
+                        message: message.clone(),
+                    },
+                );
             }
-            let at = self.now + self.latency();
-            self.push(
-                at,
-                Event::Deliver {
-                    to: j,
-                    from: from_key,
-                    message: message.clone(),
-                },
-            );
         }
     }
 
