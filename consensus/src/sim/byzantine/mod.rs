@@ -7,6 +7,7 @@ mod equivocator;
 mod forger;
 mod silent;
 mod stale_epoch_replay;
+mod twins;
 
 use super::rng::SimRng;
 use super::scenario::ByzantineKind;
@@ -87,15 +88,6 @@ pub trait Behaviour {
     fn outgoing(&mut self, ctx: &mut Ctx<'_>, effects: Vec<Effect>) -> Vec<Effect>;
 }
 
-/// Twins need no behaviour: two honest replicas sharing one key are the fault.
-struct Twin;
-
-impl Behaviour for Twin {
-    fn outgoing(&mut self, _ctx: &mut Ctx<'_>, effects: Vec<Effect>) -> Vec<Effect> {
-        effects
-    }
-}
-
 pub fn make(kind: ByzantineKind) -> Box<dyn Behaviour> {
     match kind {
         ByzantineKind::Equivocator => Box::new(equivocator::Equivocator::default()),
@@ -106,6 +98,6 @@ pub fn make(kind: ByzantineKind) -> Box<dyn Behaviour> {
             Box::new(stale_epoch_replay::StaleEpochReplay::default())
         }
         ByzantineKind::Silent => Box::new(silent::Silent),
-        ByzantineKind::Twins => Box::new(Twin),
+        ByzantineKind::Twins => Box::new(twins::Twin),
     }
 }
