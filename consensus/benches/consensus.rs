@@ -32,6 +32,7 @@ fn vote_handling(c: &mut Criterion) {
                         keys.signers[leader].clone(),
                         Recovery::genesis(keys.genesis.clone()),
                     )
+                    .expect("genesis recovery")
                 },
                 |mut replica| {
                     for (from, v) in &votes {

@@ -8,7 +8,7 @@
 use crate::certificate::{QuorumCert, SignerBitmap, TimeoutCert, TimeoutVote, Vote};
 use crate::crypto::{self, MessageKind, signing_bytes};
 use crate::message::{EpochState, Message, Proposal, TimeoutMsg, round_after};
-use crate::safety::{LocalSafetyRules, SafetyData, SafetyRules};
+use crate::safety::{LocalSafetyRules, SafetyData, SafetyError, SafetyRules};
 use crate::types::{
     Block, BlockHeader, BlockId, Committee, Digest, Epoch, Height, PublicKey, Round, Signature,
     ValidatorIndex, VoteData, payload_digest,
@@ -282,13 +282,15 @@ pub struct Replica<S: SafetyRules = LocalSafetyRules, L: LeaderElection = RoundR
     proposal_tcs: BTreeMap<BlockId, Option<TimeoutCert>>,
     awaiting_verdict: BTreeSet<BlockId>,
     voted: BTreeSet<BlockId>,
-    proposals_per_round: BTreeMap<Round, u32>,
+    proposals_per_round: BTreeMap<Round, BTreeSet<BlockId>>,
     orphans: BTreeMap<BlockId, Vec<(PublicKey, Orphan)>>,
     orphan_count: usize,
     requested: BTreeSet<BlockId>,
     future: Vec<(PublicKey, Message)>,
-    /// Target and local time of the last state-sync request.
-    sync_requested: Option<(Epoch, Height, u64)>,
+    /// Local time of the last state-sync request: at most one per base timeout, whoever asks.
+    sync_requested: Option<u64>,
+    /// Rotates state-sync requests across peers that claim to be ahead.
+    sync_attempts: usize,
     in_sync: bool,
 
     persist_seq: u64,
@@ -302,19 +304,25 @@ pub struct Replica<S: SafetyRules = LocalSafetyRules, L: LeaderElection = RoundR
 
 impl Replica<LocalSafetyRules, RoundRobin> {
     /// A replica with in-process safety rules and round-robin leaders.
-    pub fn new(config: ReplicaConfig, signer: crypto::Signer, recovery: Recovery) -> Self {
+    pub fn new(
+        config: ReplicaConfig,
+        signer: crypto::Signer,
+        recovery: Recovery,
+    ) -> Result<Self, SafetyError> {
         let safety = LocalSafetyRules::new(signer, recovery.safety.clone());
         Replica::with_parts(config, safety, RoundRobin, recovery)
     }
 }
 
 impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
+    /// Fails if the safety data belongs to a later epoch than `recovery.epoch_state`: such a
+    /// replica could never sign, so the driver's recovery data is inconsistent.
     pub fn with_parts(
         config: ReplicaConfig,
         mut safety: S,
         election: L,
         recovery: Recovery,
-    ) -> Self {
+    ) -> Result<Self, SafetyError> {
         let Recovery {
             epoch_state,
             committed,
@@ -322,7 +330,7 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             blocks,
         } = recovery;
         // A later epoch than the persisted safety data: start it (the old data is obsolete).
-        let _ = safety.start_epoch(epoch_state.epoch);
+        safety.start_epoch(epoch_state.epoch)?;
         let key = safety.public_key();
         let root_qc = epoch_state.root_qc();
         let data = safety.data().clone();
@@ -365,6 +373,7 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             requested: BTreeSet::new(),
             future: Vec::new(),
             sync_requested: None,
+            sync_attempts: 0,
             in_sync: false,
             persist_seq: 0,
             persisted_seq: 0,
@@ -377,7 +386,7 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         r.restore_blocks(blocks);
         r.round = round_after(&r.high_qc, r.high_tc.as_ref());
         r.out.clear();
-        r
+        Ok(r)
     }
 
     /// Re-inserts persisted blocks (parents first) that link to the committed head.
@@ -611,7 +620,7 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             self.high_tc = Some(tc.clone());
         }
         if qc.vote_data.height > self.root.height + self.config.sync_gap {
-            self.request_sync(from, self.epoch(), qc.vote_data.height);
+            self.request_sync(from, self.epoch());
         }
         self.try_commit(Some(from));
         let next = round_after(&self.high_qc, self.high_tc.as_ref());
@@ -619,18 +628,20 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         self.advance_round(next, via_qc);
     }
 
-    fn request_sync(&mut self, peer: PublicKey, epoch: Epoch, height: Height) {
+    fn request_sync(&mut self, peer: PublicKey, epoch: Epoch) {
         if peer == self.key {
             return;
         }
-        // One request in flight per target; retried after a base timeout in case the peer
-        // or the network failed (observers have no round timer to retry on).
-        if self.sync_requested.is_some_and(|(e, h, at)| {
-            (e, h) >= (epoch, height) && self.now < at + self.config.base_timeout_ms
-        }) {
+        // Rate-limited whatever the claimed target, so a peer claiming a far-future epoch or
+        // height cannot keep requests to others from going out; the next request (after a
+        // base timeout) rotates to another peer.
+        if self
+            .sync_requested
+            .is_some_and(|at| self.now < at + self.config.base_timeout_ms)
+        {
             return;
         }
-        self.sync_requested = Some((epoch, height, self.now));
+        self.sync_requested = Some(self.now);
         self.stats.sync_requests += 1;
         self.out.push(Effect::StateSync {
             peer,
@@ -680,20 +691,32 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             return;
         }
         self.consecutive_timeouts = self.consecutive_timeouts.saturating_add(1);
-        // Give state sync and fetches another chance: they may have gone to a faulty peer.
-        self.sync_requested = None;
+        // Give fetches another chance: they may have gone to a faulty peer.
         self.requested.clear();
-        // Peers already in the next epoch: ask a different one each time.
-        let ahead: BTreeSet<PublicKey> = self.future.iter().map(|(k, _)| *k).collect();
-        let pick = self.consecutive_timeouts as usize % ahead.len().max(1);
-        if let Some(from) = ahead.into_iter().nth(pick) {
-            self.request_sync(from, self.epoch() + 1, self.root.height + 1);
-        }
+        self.refetch_orphan_parents();
+        self.sync_from_ahead();
         self.local_timeout();
         self.out.push(Effect::SetTimer {
             round: self.round,
             after_ms: self.timeout_duration(),
         });
+    }
+
+    /// Asks one of the peers whose messages show a later epoch for a state sync, a different
+    /// one each time (a lying peer gets a share of the requests, not all of them).
+    fn sync_from_ahead(&mut self) {
+        let ahead: BTreeSet<PublicKey> = self.future.iter().map(|(k, _)| *k).collect();
+        if ahead.is_empty() {
+            return;
+        }
+        let pick = self.sync_attempts % ahead.len();
+        if let Some(peer) = ahead.into_iter().nth(pick) {
+            let before = self.stats.sync_requests;
+            self.request_sync(peer, self.epoch() + 1);
+            if self.stats.sync_requests > before {
+                self.sync_attempts += 1;
+            }
+        }
     }
 
     fn local_timeout(&mut self) {
@@ -769,14 +792,15 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             return;
         }
         if epoch > self.epoch() {
+            // Kept (bounded, per sender) both to replay after our own epoch change and to know
+            // whom to ask for a state sync. Nothing here is authenticated yet: the committee of
+            // a later epoch is unknown until its epoch-change proof is verified.
             self.drop_msg("future_epoch");
-            let member = self.me.is_some();
-            if member && epoch == self.epoch() + 1 && self.future.len() < self.config.max_buffered {
-                // Likely our own commit of the epoch-ending block is moments away.
+            let from_sender = self.future.iter().filter(|(k, _)| *k == from).count();
+            if self.future.len() < self.config.max_buffered && from_sender < FUTURE_PER_SENDER {
                 self.future.push((from, message));
-            } else {
-                self.request_sync(from, epoch, self.root.height + 1);
             }
+            self.sync_from_ahead();
             return;
         }
         match message {
@@ -827,6 +851,23 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         self.stats.proposals += 1;
         let (qc, tc) = (b.qc.clone(), p.tc.clone());
         self.process_certificates(from, &qc, tc.as_ref());
+        let (round, id) = (p.block.round(), p.block.id());
+        // Its own certificates have moved an honest replica to its round, so a later round is
+        // a leader signing ahead, which would only fill the tree.
+        if round > self.round {
+            self.drop_msg("future_round");
+            return;
+        }
+        let seen = self.proposals_per_round.entry(round).or_default();
+        if seen.contains(&id) {
+            self.drop_msg("duplicate");
+            return;
+        }
+        if seen.len() >= self.config.max_proposals_per_round as usize {
+            self.drop_msg("too_many_proposals");
+            return;
+        }
+        seen.insert(id);
         self.insert_proposal(from, p);
     }
 
@@ -842,15 +883,16 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             return;
         }
         if self.blocks.contains_key(&b.id()) {
-            self.drop_msg("duplicate");
+            // Restored from disk after a restart: the proposal makes it votable.
+            let id = b.id();
+            if let std::collections::btree_map::Entry::Vacant(e) = self.proposal_tcs.entry(id) {
+                e.insert(p.tc.clone());
+                self.vote_for_current_round();
+            } else {
+                self.drop_msg("duplicate");
+            }
             return;
         }
-        let seen = self.proposals_per_round.entry(b.round()).or_insert(0);
-        if *seen >= self.config.max_proposals_per_round {
-            self.drop_msg("too_many_proposals");
-            return;
-        }
-        *seen += 1;
         let parent = b.parent_id();
         if parent != self.root.id && !self.blocks.contains_key(&parent) {
             if self.orphan_count >= self.config.max_buffered {
@@ -944,6 +986,25 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         false
     }
 
+    /// Asks again for the parents buffered blocks are waiting on (the last answer may have been
+    /// lost or bad), each from a sender of a block waiting on it.
+    fn refetch_orphan_parents(&mut self) {
+        let wanted: Vec<(BlockId, PublicKey, u64)> = self
+            .orphans
+            .iter()
+            .filter(|(parent, _)| !self.blocks.contains_key(*parent))
+            .filter_map(|(parent, waiting)| {
+                let pick = self.consecutive_timeouts as usize % waiting.len().max(1);
+                waiting
+                    .get(pick)
+                    .map(|(from, o)| (*parent, *from, o.height().saturating_sub(self.root.height)))
+            })
+            .collect();
+        for (parent, from, gap) in wanted {
+            self.fetch(from, parent, gap);
+        }
+    }
+
     fn fetch(&mut self, from: PublicKey, id: BlockId, gap: u64) {
         if from == self.key || !self.requested.insert(id) {
             return;
@@ -975,12 +1036,11 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             self.drop_msg("unknown_block_requested");
             return;
         }
+        // Labelled with the blocks' epoch, which is the requester's.
+        let epoch = blocks[0].epoch();
         self.out.push(Effect::Send {
             to: from,
-            message: Message::BlockResponse {
-                epoch: self.epoch(),
-                blocks,
-            },
+            message: Message::BlockResponse { epoch, blocks },
         });
     }
 
@@ -1001,6 +1061,12 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
                 || b.epoch() != self.epoch()
             {
                 self.drop_msg("malformed");
+                break;
+            }
+            // The id does not cover the certificate's signatures: check them, or a forged
+            // certificate could become a commit certificate.
+            if !self.verify_qc(&b.qc) {
+                self.drop_msg("bad_certificate");
                 break;
             }
             if b.id() == self.root.id || self.blocks.contains_key(&b.id()) {
@@ -1129,6 +1195,9 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
 
     fn on_vote(&mut self, v: Vote, own: bool) {
         let d = v.vote_data;
+        if d.epoch != self.epoch() {
+            return; // our own vote, released after the epoch changed
+        }
         let Some(author) = self.epoch_state.committee.member(v.author).copied() else {
             self.drop_msg("not_member");
             return;
@@ -1197,6 +1266,9 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
 
     fn on_timeout_msg(&mut self, from: PublicKey, t: Box<TimeoutMsg>, own: bool) {
         let v = &t.vote;
+        if v.epoch != self.epoch() {
+            return; // our own timeout, released after the epoch changed
+        }
         let Some(author) = self.epoch_state.committee.member(v.author).copied() else {
             self.drop_msg("not_member");
             return;
@@ -1488,12 +1560,6 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             !v.is_empty()
         });
         self.orphan_count = self.orphans.values().map(Vec::len).sum();
-        if self
-            .sync_requested
-            .is_some_and(|(e, ht, _)| e == self.epoch() && ht <= h)
-        {
-            self.sync_requested = None;
-        }
     }
 
     fn enter_epoch(&mut self, proof: EpochChangeProof, next: EpochState) {
@@ -1536,7 +1602,11 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
     fn replay_future(&mut self) {
         let future = std::mem::take(&mut self.future);
         for (from, m) in future {
-            self.on_message(from, m);
+            if m.epoch() == self.epoch() {
+                self.on_message(from, m);
+            } else if m.epoch() > self.epoch() {
+                self.future.push((from, m));
+            }
         }
     }
 
@@ -1652,6 +1722,9 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             .map_err(|_| "sync_bad_commit")
     }
 }
+
+/// Future-epoch messages kept per sender.
+const FUTURE_PER_SENDER: usize = 16;
 
 /// Rounds, heights and timestamps honest peers produce stay far below this.
 const NUMBER_LIMIT: u64 = 1 << 62;

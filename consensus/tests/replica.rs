@@ -13,6 +13,7 @@ fn replica(keys: &Keys, i: usize) -> Replica {
         keys.signers[i].clone(),
         Recovery::genesis(keys.genesis.clone()),
     )
+    .expect("genesis recovery")
 }
 
 fn msg(from: PublicKey, message: Message) -> Input {
@@ -107,7 +108,8 @@ fn a_restarted_replica_never_votes_for_a_conflicting_block() {
     // Crash after persisting; restart and show it the conflicting block of the same round.
     let mut recovery = Recovery::genesis(keys.genesis.clone());
     recovery.safety = persisted;
-    let mut r = Replica::new(ReplicaConfig::default(), keys.signers[0].clone(), recovery);
+    let mut r = Replica::new(ReplicaConfig::default(), keys.signers[0].clone(), recovery)
+        .expect("consistent recovery");
     r.handle(10, Input::Start);
     let effects = r.handle(
         11,
@@ -339,5 +341,193 @@ fn absurd_numbers_and_floods_from_a_byzantine_member_are_bounded() {
     assert_eq!(
         kept,
         ReplicaConfig::default().max_proposals_per_round as u64
+    );
+}
+
+fn persisted_vote_round(effects: &[Effect]) -> Option<u64> {
+    effects.iter().find_map(|e| match e {
+        Effect::PersistSafety { data, .. } => Some(data.last_voted_round),
+        _ => None,
+    })
+}
+
+#[test]
+fn fetched_blocks_with_forged_certificates_are_refused() {
+    let keys = Keys::new(4);
+    let mut r = replica(&keys, 0);
+    r.handle(1, Input::Start);
+    let b1 = keys.block(&keys.genesis.root_qc(), 1, 1, b"");
+    let q1 = keys.qc(&b1, &[1, 2, 3]);
+    let b2 = keys.block(&q1, 2, 2, b"");
+    let q2 = keys.qc(&b2, &[1, 2, 3]);
+    let b3 = keys.block(&q2, 3, 3, b"");
+    // Only the proposal of round 3 arrives: the replica asks its sender for the ancestors.
+    let effects = r.handle(
+        2,
+        msg(
+            keys.key(3),
+            Message::Proposal(Box::new(keys.proposal(b3, None))),
+        ),
+    );
+    assert!(effects.iter().any(|e| matches!(
+        e,
+        Effect::Send {
+            message: Message::BlockRequest { .. },
+            ..
+        }
+    )));
+    // The answer keeps b2's header (so its id still matches) but forges its certificate.
+    let mut forged = b2.clone();
+    forged.qc.signatures[0].0[0] ^= 1;
+    let effects = r.handle(
+        3,
+        msg(
+            keys.key(3),
+            Message::BlockResponse {
+                epoch: 0,
+                blocks: vec![forged, b1.clone()],
+            },
+        ),
+    );
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Commit { .. })));
+    assert_eq!(r.stats().dropped.get("bad_certificate"), Some(&1));
+    // At the round timeout the replica asks again; the genuine blocks are accepted and b1
+    // commits with a certificate that verifies.
+    let effects = r.handle(4, Input::Timer { round: r.round() });
+    assert!(effects.iter().any(|e| matches!(
+        e,
+        Effect::Send {
+            message: Message::BlockRequest { .. },
+            ..
+        }
+    )));
+    let effects = r.handle(
+        6,
+        msg(
+            keys.key(3),
+            Message::BlockResponse {
+                epoch: 0,
+                blocks: vec![b2, b1.clone()],
+            },
+        ),
+    );
+    let cert = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Commit { block, cert } if block.id() == b1.id() => Some(cert.clone()),
+            _ => None,
+        })
+        .expect("b1 committed");
+    assert!(cert.verify(CHAIN, &keys.committee).is_ok());
+}
+
+#[test]
+fn proposals_signed_for_future_rounds_do_not_enter_the_tree() {
+    let keys = Keys::new(4);
+    let mut r = replica(&keys, 0);
+    r.handle(1, Input::Start);
+    // Validator 1 leads rounds 5, 9, 13, ...; without a certificate of the previous round no
+    // replica is in those rounds.
+    for k in 0..50 {
+        let b = keys.block(&keys.genesis.root_qc(), 5 + 4 * k, 1, b"");
+        let effects = r.handle(
+            2,
+            msg(
+                keys.key(1),
+                Message::Proposal(Box::new(keys.proposal(b, None))),
+            ),
+        );
+        assert!(
+            !effects
+                .iter()
+                .any(|e| matches!(e, Effect::PersistBlock { .. }))
+        );
+    }
+    assert_eq!(r.stats().dropped.get("future_round"), Some(&50));
+}
+
+#[test]
+fn copies_of_a_proposal_waiting_for_its_parent_do_not_cost_the_vote() {
+    let keys = Keys::new(4);
+    let mut r = replica(&keys, 0);
+    r.handle(1, Input::Start);
+    let b1 = keys.block(&keys.genesis.root_qc(), 1, 1, b"");
+    let b2 = keys.block(&keys.qc(&b1, &[1, 2, 3]), 2, 2, b"");
+    for t in 2..6 {
+        r.handle(
+            t,
+            msg(
+                keys.key(2),
+                Message::Proposal(Box::new(keys.proposal(b2.clone(), None))),
+            ),
+        );
+    }
+    let effects = r.handle(
+        7,
+        msg(
+            keys.key(2),
+            Message::BlockResponse {
+                epoch: 0,
+                blocks: vec![b1],
+            },
+        ),
+    );
+    assert_eq!(
+        persisted_vote_round(&effects),
+        Some(2),
+        "no vote for the round-2 proposal"
+    );
+}
+
+#[test]
+fn a_restarted_replica_can_vote_for_a_block_it_restored_from_disk() {
+    let keys = Keys::new(4);
+    let b1 = keys.block(&keys.genesis.root_qc(), 1, 1, b"");
+    let mut recovery = Recovery::genesis(keys.genesis.clone());
+    recovery.blocks = vec![b1.clone()];
+    let mut r = Replica::new(ReplicaConfig::default(), keys.signers[0].clone(), recovery)
+        .expect("consistent recovery");
+    r.handle(1, Input::Start);
+    let effects = r.handle(
+        2,
+        msg(
+            keys.key(1),
+            Message::Proposal(Box::new(keys.proposal(b1, None))),
+        ),
+    );
+    assert_eq!(persisted_vote_round(&effects), Some(1));
+}
+
+#[test]
+fn a_peer_claiming_a_later_epoch_gets_only_its_share_of_state_sync_requests() {
+    let keys = Keys::new(4);
+    let attacker = Keys::with_seed(4, 7);
+    let mut r = replica(&keys, 0);
+    r.handle(1, Input::Start);
+    let b = keys.block(&keys.genesis.root_qc(), 1, 1, b"");
+    let mut peers = Vec::new();
+    let mut now = 10;
+    for _ in 0..40 {
+        // The attacker floods claims of a far epoch; an honest peer is really one epoch ahead.
+        for _ in 0..20 {
+            let mut v = attacker.vote(&b, 0);
+            v.vote_data.epoch = 1 << 40;
+            r.handle(now, msg(attacker.key(0), Message::Vote(v)));
+        }
+        let mut v = keys.vote(&b, 1);
+        v.vote_data.epoch = 1;
+        r.handle(now, msg(keys.key(1), Message::Vote(v)));
+        now += 5_000;
+        for e in r.handle(now, Input::Timer { round: r.round() }) {
+            if let Effect::StateSync { peer, .. } = e {
+                peers.push(peer);
+            }
+        }
+    }
+    let honest = peers.iter().filter(|p| **p == keys.key(1)).count();
+    assert!(
+        honest * 3 >= peers.len(),
+        "honest peer asked {honest} of {} times",
+        peers.len()
     );
 }

@@ -365,7 +365,14 @@ impl Simulation {
             safety: node.disk.safety.clone(),
             blocks: node.disk.blocks.values().cloned().collect(),
         };
-        let mut replica = Replica::new(self.config.clone(), node.signer.clone(), recovery);
+        let mut replica = match Replica::new(self.config.clone(), node.signer.clone(), recovery) {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = format!("node {i} cannot restart from its disk: {e}");
+                self.checker.violations.push(msg);
+                return;
+            }
+        };
         if node.honest {
             replica.safety_mut().plant(self.planted);
         }

@@ -168,6 +168,7 @@ impl LocalNet {
                     s.clone(),
                     Recovery::genesis(keys.genesis.clone()),
                 )
+                .expect("genesis recovery is consistent")
             })
             .collect();
         let mut net = LocalNet {
