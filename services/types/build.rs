@@ -1,0 +1,10 @@
+//! Compiles the wire schema with protox (pure Rust: no protoc on the machine).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let descriptors = protox::compile(["trellis/v1/tx.proto"], ["proto"])?;
+    prost_build::Config::new()
+        .btree_map(["."])
+        .compile_fds(descriptors)?;
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! Transactions: canonical encoding, field parsing, signatures, batch verification, and a
+//! pinned wire format.
+
+use prost::Message;
+use trellis_types::tx::DEFAULT_MAX_TX_BYTES;
+use trellis_types::{Action, Digest, Signer, Tag, Transaction, TxError, pb};
+
+const CHAIN: &str = "trellis-beacon-test";
+
+fn signer(i: u8) -> Signer {
+    Signer::from_seed([i; 32])
+}
+
+fn anchor(i: u8) -> Action {
+    Action::Anchor {
+        digest: Digest([i; 32]),
+        tag: Tag::parse("invoice-2026-0042").expect("valid tag"),
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<Transaction, TxError> {
+    Transaction::decode(bytes, DEFAULT_MAX_TX_BYTES)
+}
+
+#[test]
+fn a_signed_transaction_round_trips_and_verifies() {
+    let tx = Transaction::sign(CHAIN, &signer(1), 7, anchor(9));
+    let back = decode(tx.encoded()).expect("decodes");
+    assert_eq!(back, tx);
+    assert_eq!(back.hash(), tx.hash());
+    assert_eq!(back.nonce(), 7);
+    assert_eq!(back.sender(), signer(1).public_key());
+    assert!(back.verify_signature().is_ok());
+}
+
+#[test]
+fn every_flipped_byte_is_caught() {
+    let tx = Transaction::sign(CHAIN, &signer(1), 7, anchor(9));
+    let bytes = tx.encoded().to_vec();
+    for i in 0..bytes.len() {
+        for bit in [0x01u8, 0x80] {
+            let mut b = bytes.clone();
+            b[i] ^= bit;
+            let accepted = decode(&b).and_then(|t| t.verify_signature().map(|()| t));
+            assert!(
+                accepted.is_err(),
+                "byte {i} flipped by {bit:#x} was accepted"
+            );
+        }
+    }
+}
+
+#[test]
+fn non_canonical_encodings_are_refused() {
+    let tx = Transaction::sign(CHAIN, &signer(1), 7, anchor(9));
+    // An unknown field appended to the envelope, then to the body.
+    let mut extra = tx.encoded().to_vec();
+    extra.extend_from_slice(&[0x78, 0x01]); // field 15, varint 1
+    assert_eq!(decode(&extra), Err(TxError::NonCanonical));
+    let mut signed = pb::SignedTransaction::decode(tx.encoded()).expect("decodes");
+    signed.body.extend_from_slice(&[0x78, 0x01]);
+    assert_eq!(decode(&signed.encode_to_vec()), Err(TxError::NonCanonical));
+    // Fields out of order: the signature before the body.
+    let mut swapped = Vec::new();
+    let s = pb::SignedTransaction::decode(tx.encoded()).expect("decodes");
+    pb::SignedTransaction {
+        body: Vec::new(),
+        signature: s.signature.clone(),
+    }
+    .encode(&mut swapped)
+    .expect("encode");
+    pb::SignedTransaction {
+        body: s.body.clone(),
+        signature: Vec::new(),
+    }
+    .encode(&mut swapped)
+    .expect("encode");
+    assert_eq!(decode(&swapped), Err(TxError::NonCanonical));
+}
+
+#[test]
+fn oversized_and_malformed_input_is_refused() {
+    let tx = Transaction::sign(CHAIN, &signer(1), 0, anchor(1));
+    assert!(matches!(
+        Transaction::decode(tx.encoded(), 10),
+        Err(TxError::TooLarge { max: 10, .. })
+    ));
+    assert!(matches!(
+        decode(&[0xff, 0xff, 0xff]),
+        Err(TxError::Malformed(_))
+    ));
+    // Deterministic garbage never panics.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for len in 0..2_000usize {
+        let buf: Vec<u8> = (0..len % 97)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let _ = decode(&buf);
+    }
+}
+
+fn with_body(edit: impl FnOnce(&mut pb::TransactionBody)) -> Vec<u8> {
+    let tx = Transaction::sign(CHAIN, &signer(1), 0, anchor(1));
+    let signed = pb::SignedTransaction::decode(tx.encoded()).expect("decodes");
+    let mut body = pb::TransactionBody::decode(signed.body.as_slice()).expect("decodes");
+    edit(&mut body);
+    pb::SignedTransaction {
+        body: body.encode_to_vec(),
+        signature: signed.signature,
+    }
+    .encode_to_vec()
+}
+
+fn anchor_of(body: &mut pb::TransactionBody) -> &mut pb::Anchor {
+    match body.action.as_mut() {
+        Some(pb::transaction_body::Action::Anchor(a)) => a,
+        None => unreachable!("test bodies carry an anchor"),
+    }
+}
+
+#[test]
+fn each_invalid_field_is_named() {
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "anchor.digest",
+            with_body(|b| anchor_of(b).digest.truncate(31)),
+        ),
+        (
+            "anchor.tag",
+            with_body(|b| anchor_of(b).tag = "x".repeat(65)),
+        ),
+        (
+            "anchor.tag",
+            with_body(|b| anchor_of(b).tag = "bad\ntag".into()),
+        ),
+        ("sender", with_body(|b| b.sender.truncate(31))),
+        ("chain_id", with_body(|b| b.chain_id.clear())),
+        ("action", with_body(|b| b.action = None)),
+    ];
+    for (name, bytes) in cases {
+        match decode(&bytes) {
+            Err(TxError::Field { field, .. }) => assert_eq!(field, name),
+            other => panic!("{name}: expected a field error, got {other:?}"),
+        }
+    }
+    let mut short_sig =
+        pb::SignedTransaction::decode(Transaction::sign(CHAIN, &signer(1), 0, anchor(1)).encoded())
+            .expect("decodes");
+    short_sig.signature.pop();
+    assert!(matches!(
+        decode(&short_sig.encode_to_vec()),
+        Err(TxError::Field {
+            field: "signature",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_signature_does_not_carry_over_to_another_chain_or_sender() {
+    let tx = Transaction::sign(CHAIN, &signer(1), 0, anchor(1));
+    let other_chain = with_body(|b| b.chain_id = "another-chain".into());
+    assert_eq!(
+        decode(&other_chain).and_then(|t| t.verify_signature()),
+        Err(TxError::BadSignature)
+    );
+    let other_sender = with_body(|b| b.sender = signer(2).public_key().0.to_vec());
+    assert_eq!(
+        decode(&other_sender).and_then(|t| t.verify_signature()),
+        Err(TxError::BadSignature)
+    );
+    assert!(tx.verify_signature().is_ok());
+}
+
+#[test]
+fn batch_verification_finds_the_bad_signatures() {
+    let mut txs: Vec<Transaction> = (0..20)
+        .map(|i| Transaction::sign(CHAIN, &signer(i), u64::from(i), anchor(i)))
+        .collect();
+    assert!(Transaction::verify_batch(&txs).iter().all(Result::is_ok));
+    // Transaction 5 carries transaction 6's signature.
+    let mut signed = pb::SignedTransaction::decode(txs[5].encoded()).expect("decodes");
+    signed.signature = pb::SignedTransaction::decode(txs[6].encoded())
+        .expect("decodes")
+        .signature;
+    txs[5] = decode(&signed.encode_to_vec()).expect("well-formed");
+    let results = Transaction::verify_batch(&txs);
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.is_err(), i == 5, "transaction {i}");
+    }
+}
+
+#[test]
+fn the_wire_format_is_pinned() {
+    let mut all = Vec::new();
+    for i in 0..32u8 {
+        let tag = Tag::parse(&"t".repeat(usize::from(i) * 2)).expect("valid tag");
+        let tx = Transaction::sign(
+            CHAIN,
+            &signer(i),
+            u64::from(i) << (i % 60),
+            Action::Anchor {
+                digest: Digest([i; 32]),
+                tag,
+            },
+        );
+        all.extend_from_slice(tx.encoded());
+        all.extend_from_slice(&tx.hash().0);
+    }
+    assert_eq!(
+        Digest::of(&all).to_hex(),
+        "4e303f247225f6bea64512408b6d0d96c684cd9dba87ff60acdcd09787028faf"
+    );
+}
