@@ -1,0 +1,249 @@
+//! The transaction pool: admission and block filling.
+//!
+//! Admission checks, in order: size and canonical encoding ([`Transaction::decode`]), chain id,
+//! that the sender is a registered account with a nonce not yet used (no replay) and not too far
+//! ahead, duplicates (ignored, not an error), room in the pool (count and bytes; a full pool
+//! refuses rather than grows), and last the ZIP-215 signature, verified for the whole batch at
+//! once. Blocks are filled per account in nonce order, accounts in turn, under count and byte
+//! limits.
+
+use std::collections::{BTreeMap, VecDeque};
+use trellis_types::tx::DEFAULT_MAX_TX_BYTES;
+use trellis_types::{Digest, PublicKey, Transaction, TxError};
+
+/// Limits of one pool.
+#[derive(Clone, Debug)]
+pub struct MempoolConfig {
+    pub max_txs: usize,
+    pub max_bytes: usize,
+    pub max_tx_bytes: usize,
+    /// How far past an account's next nonce a transaction may be queued.
+    pub max_nonce_gap: u64,
+}
+
+impl Default for MempoolConfig {
+    fn default() -> Self {
+        MempoolConfig {
+            max_txs: 100_000,
+            max_bytes: 64 * 1024 * 1024,
+            max_tx_bytes: DEFAULT_MAX_TX_BYTES,
+            max_nonce_gap: 1_000,
+        }
+    }
+}
+
+/// The chain's view of accounts, as of the last committed block.
+pub trait Accounts {
+    /// The next nonce `account` may use, or `None` if it is not a registered account.
+    fn next_nonce(&self, account: &PublicKey) -> Option<u64>;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admitted {
+    Added,
+    /// Already in the pool: accepted again without effect.
+    Duplicate,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+pub enum Rejected {
+    #[error(transparent)]
+    Invalid(#[from] TxError),
+    #[error("transaction is for chain `{got}`, this is `{want}`")]
+    WrongChain { got: String, want: String },
+    #[error("sender is not a registered account")]
+    UnknownAccount,
+    #[error("nonce {got} was already used; the next nonce is {next}")]
+    NonceUsed { got: u64, next: u64 },
+    #[error("nonce {got} is too far ahead of the next nonce {next}")]
+    NonceTooFarAhead { got: u64, next: u64 },
+    #[error("another transaction with nonce {0} from this account is pending")]
+    NonceTaken(u64),
+    #[error("the pool is full; retry later")]
+    Full,
+}
+
+impl Rejected {
+    /// A full pool is temporary (HTTP 503 with Retry-After); everything else is the sender's.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Rejected::Full)
+    }
+}
+
+/// Pending transactions, bounded in count and bytes. Deterministic: ordered maps only.
+pub struct Mempool {
+    chain_id: String,
+    config: MempoolConfig,
+    by_hash: BTreeMap<Digest, Transaction>,
+    by_account: BTreeMap<PublicKey, BTreeMap<u64, Digest>>,
+    bytes: usize,
+}
+
+impl Mempool {
+    pub fn new(chain_id: &str, config: MempoolConfig) -> Mempool {
+        Mempool {
+            chain_id: chain_id.to_string(),
+            config,
+            by_hash: BTreeMap::new(),
+            by_account: BTreeMap::new(),
+            bytes: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+    pub fn contains(&self, hash: &Digest) -> bool {
+        self.by_hash.contains_key(hash)
+    }
+
+    /// Admits a batch of encoded transactions; one result per input, in order.
+    pub fn admit(
+        &mut self,
+        raw: &[Vec<u8>],
+        accounts: &impl Accounts,
+    ) -> Vec<Result<Admitted, Rejected>> {
+        let mut results: Vec<Result<Admitted, Rejected>> = Vec::with_capacity(raw.len());
+        let mut candidates = Vec::new();
+        for bytes in raw {
+            match self.precheck(bytes, accounts) {
+                Ok(Some(tx)) => {
+                    candidates.push((results.len(), tx));
+                    results.push(Ok(Admitted::Added));
+                }
+                Ok(None) => results.push(Ok(Admitted::Duplicate)),
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        let txs: Vec<Transaction> = candidates.iter().map(|(_, t)| t.clone()).collect();
+        let verdicts = Transaction::verify_batch(&txs);
+        for ((slot, tx), verdict) in candidates.into_iter().zip(verdicts) {
+            results[slot] = match verdict {
+                Err(e) => Err(e.into()),
+                // Earlier members of this batch may have taken the nonce or filled the pool.
+                Ok(()) => self.insert(tx),
+            };
+        }
+        results
+    }
+
+    /// Everything but the signature; `Ok(None)` for a duplicate.
+    fn precheck(
+        &self,
+        bytes: &[u8],
+        accounts: &impl Accounts,
+    ) -> Result<Option<Transaction>, Rejected> {
+        let tx = Transaction::decode(bytes, self.config.max_tx_bytes)?;
+        if tx.chain_id() != self.chain_id {
+            return Err(Rejected::WrongChain {
+                got: tx.chain_id().to_string(),
+                want: self.chain_id.clone(),
+            });
+        }
+        if self.by_hash.contains_key(&tx.hash()) {
+            return Ok(None);
+        }
+        let next = accounts
+            .next_nonce(&tx.sender())
+            .ok_or(Rejected::UnknownAccount)?;
+        if tx.nonce() < next {
+            return Err(Rejected::NonceUsed {
+                got: tx.nonce(),
+                next,
+            });
+        }
+        if tx.nonce() - next > self.config.max_nonce_gap {
+            return Err(Rejected::NonceTooFarAhead {
+                got: tx.nonce(),
+                next,
+            });
+        }
+        Ok(Some(tx))
+    }
+
+    fn insert(&mut self, tx: Transaction) -> Result<Admitted, Rejected> {
+        if self.by_hash.contains_key(&tx.hash()) {
+            return Ok(Admitted::Duplicate);
+        }
+        let size = tx.encoded().len();
+        if self.by_hash.len() >= self.config.max_txs || self.bytes + size > self.config.max_bytes {
+            return Err(Rejected::Full);
+        }
+        let nonces = self.by_account.entry(tx.sender()).or_default();
+        if nonces.contains_key(&tx.nonce()) {
+            return Err(Rejected::NonceTaken(tx.nonce()));
+        }
+        nonces.insert(tx.nonce(), tx.hash());
+        self.bytes += size;
+        self.by_hash.insert(tx.hash(), tx);
+        Ok(Admitted::Added)
+    }
+
+    /// Transactions for the next block: each account's run of consecutive nonces from its next
+    /// nonce, taken one per account in turn, within `max_txs` and `max_bytes`.
+    pub fn next_block(
+        &self,
+        accounts: &impl Accounts,
+        max_txs: usize,
+        max_bytes: usize,
+    ) -> Vec<Transaction> {
+        let mut queues: VecDeque<(u64, std::collections::btree_map::Range<'_, u64, Digest>)> = self
+            .by_account
+            .iter()
+            .filter_map(|(account, nonces)| {
+                let next = accounts.next_nonce(account)?;
+                Some((next, nonces.range(next..)))
+            })
+            .collect();
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        while out.len() < max_txs {
+            let Some((expected, mut range)) = queues.pop_front() else {
+                break;
+            };
+            let Some((nonce, hash)) = range.next() else {
+                continue;
+            };
+            if *nonce != expected {
+                continue; // a gap: later nonces wait for the missing one
+            }
+            let Some(tx) = self.by_hash.get(hash) else {
+                continue;
+            };
+            let size = tx.encoded().len();
+            if bytes + size > max_bytes {
+                continue; // this account's next is too big for the rest; others may fit
+            }
+            bytes += size;
+            out.push(tx.clone());
+            queues.push_back((expected + 1, range));
+        }
+        out
+    }
+
+    /// Drops what the last commit made obsolete: included transactions and any nonce below an
+    /// account's next nonce (including accounts no longer registered).
+    pub fn prune(&mut self, accounts: &impl Accounts) {
+        let mut removed = Vec::new();
+        self.by_account.retain(|account, nonces| {
+            let keep = match accounts.next_nonce(account) {
+                Some(next) => nonces.split_off(&next),
+                None => BTreeMap::new(),
+            };
+            removed.extend(nonces.values().copied());
+            *nonces = keep;
+            !nonces.is_empty()
+        });
+        for hash in removed {
+            if let Some(tx) = self.by_hash.remove(&hash) {
+                self.bytes -= tx.encoded().len();
+            }
+        }
+    }
+}
