@@ -1,0 +1,128 @@
+//! The state tree over real ledger writes: deterministic roots, inclusion and exclusion proofs
+//! that verify offline, tampering caught, history readable until pruned.
+
+use trellis_ledger::beacon::{BeaconGenesis, GenesisAccount, execute_block};
+use trellis_ledger::state::{MemoryState, StateKey};
+use trellis_node::state_tree::{StateTree, StateTreeError};
+use trellis_types::pb::Role;
+use trellis_types::{Action, Digest, Signer, Tag, Transaction};
+
+const CHAIN: &str = "trellis-beacon-test";
+
+fn signer(i: u8) -> Signer {
+    Signer::from_seed([i; 32])
+}
+
+fn genesis() -> BeaconGenesis {
+    BeaconGenesis {
+        chain_id: CHAIN.into(),
+        accounts: (1..=3)
+            .map(|i| GenesisAccount {
+                key: signer(i).public_key(),
+                org: format!("org-{i}"),
+                role: Role::Member,
+            })
+            .collect(),
+    }
+}
+
+fn anchor(i: u8, nonce: u64, d: u8) -> Transaction {
+    let action = Action::Anchor {
+        digest: Digest([d; 32]),
+        tag: Tag::parse("bill-of-lading").expect("tag"),
+    };
+    Transaction::sign(CHAIN, &signer(i), nonce, action)
+}
+
+/// Genesis at version 0, then `blocks` blocks of three anchors each.
+fn chain(blocks: u8) -> (StateTree, Vec<Digest>) {
+    let mut tree = StateTree::new();
+    let mut view = MemoryState::default();
+    let writes = genesis().write_set().expect("genesis");
+    let mut roots = vec![tree.apply(0, &writes).expect("genesis root")];
+    view.apply(&writes);
+    for h in 1..=blocks {
+        let txs: Vec<Transaction> = (1..=3)
+            .map(|i| anchor(i, u64::from(h - 1), h * 10 + i))
+            .collect();
+        let out = execute_block(CHAIN, &view, &txs);
+        assert!(out.receipts.iter().all(|r| r.outcome.is_ok()));
+        roots.push(tree.apply(u64::from(h), &out.writes).expect("root"));
+        view.apply(&out.writes);
+    }
+    (tree, roots)
+}
+
+#[test]
+fn the_same_writes_give_the_same_roots() {
+    let (_, a) = chain(5);
+    let (_, b) = chain(5);
+    assert_eq!(a, b);
+    let distinct: std::collections::BTreeSet<_> = a.iter().collect();
+    assert_eq!(distinct.len(), a.len(), "every block changed the root");
+}
+
+#[test]
+fn an_anchor_is_proven_against_the_root_and_tampering_is_caught() {
+    let (tree, roots) = chain(4);
+    let key = StateKey::anchor(&Digest([22; 32])); // block 2, account 2
+    let (value, proof) = tree.get_with_proof(&key, 4).expect("read");
+    let value = value.expect("anchored");
+    proof
+        .verify(&roots[4], key.as_bytes(), Some(&value))
+        .expect("valid proof");
+
+    let mut tampered = value.clone();
+    tampered[3] ^= 1;
+    assert!(
+        proof
+            .verify(&roots[4], key.as_bytes(), Some(&tampered))
+            .is_err()
+    );
+    assert!(
+        proof
+            .verify(&roots[3], key.as_bytes(), Some(&value))
+            .is_err()
+    );
+    let other = StateKey::anchor(&Digest([23; 32]));
+    assert!(
+        proof
+            .verify(&roots[4], other.as_bytes(), Some(&value))
+            .is_err()
+    );
+    assert!(proof.verify(&roots[4], key.as_bytes(), None).is_err());
+}
+
+#[test]
+fn absence_is_proven_too_and_history_is_readable() {
+    let (tree, roots) = chain(4);
+    let key = StateKey::anchor(&Digest([42; 32])); // anchored in block 4
+    let (before, proof) = tree.get_with_proof(&key, 3).expect("read");
+    assert_eq!(before, None);
+    proof
+        .verify(&roots[3], key.as_bytes(), None)
+        .expect("exclusion proof");
+    let (after, proof) = tree.get_with_proof(&key, 4).expect("read");
+    proof
+        .verify(&roots[4], key.as_bytes(), after.as_deref())
+        .expect("inclusion proof");
+    assert!(after.is_some());
+}
+
+#[test]
+fn versions_only_go_forward_and_pruning_keeps_the_latest() {
+    let (mut tree, roots) = chain(6);
+    assert!(matches!(
+        tree.apply(6, &Default::default()),
+        Err(StateTreeError::VersionOrder { .. })
+    ));
+    let before = tree.node_count();
+    tree.prune(6);
+    assert!(tree.node_count() < before, "stale nodes were not pruned");
+    assert_eq!(tree.root(6).expect("latest root"), roots[6]);
+    let key = StateKey::account(&signer(1).public_key());
+    let (value, proof) = tree.get_with_proof(&key, 6).expect("read latest");
+    proof
+        .verify(&roots[6], key.as_bytes(), value.as_deref())
+        .expect("still provable");
+}
