@@ -578,30 +578,15 @@ impl Simulation {
                     ..
                 } => {
                     let input = self.make_payload(i, epoch, round, height);
-                    let at = self.now + 1;
-                    self.push(
-                        at,
-                        Event::App {
-                            node: i,
-                            incarnation,
-                            input,
-                        },
-                    );
+                    self.app_reply(i, incarnation, input);
                 }
                 Effect::ValidatePayload { block } => {
                     let valid = self.payload_valid(i, &block);
-                    let at = self.now + 1;
-                    self.push(
-                        at,
-                        Event::App {
-                            node: i,
-                            incarnation,
-                            input: Input::PayloadVerdict {
-                                block_id: block.id(),
-                                valid,
-                            },
-                        },
-                    );
+                    let input = Input::PayloadVerdict {
+                        block_id: block.id(),
+                        valid,
+                    };
+                    self.app_reply(i, incarnation, input);
                 }
                 Effect::PersistBlock { block } => {
                     self.nodes[i].disk.blocks.insert(block.id(), block);
@@ -625,6 +610,19 @@ impl Simulation {
                 } => self.state_sync(i, peer, from_height),
             }
         }
+    }
+
+    /// The simulated application answers one millisecond later.
+    fn app_reply(&mut self, node: usize, incarnation: u64, input: Input) {
+        let at = self.now + 1;
+        self.push(
+            at,
+            Event::App {
+                node,
+                incarnation,
+                input,
+            },
+        );
     }
 
     fn observe_sent(&mut self, i: usize, message: &Message) {
