@@ -90,7 +90,7 @@ pub use replica::{
 pub use safety::{LocalSafetyRules, SafetyData, SafetyError, SafetyRules};
 pub use types::{
     Block, BlockHeader, BlockId, Committee, CommitteeError, Digest, Epoch, Height, PublicKey,
-    Round, Signature, ValidatorIndex, VoteData,
+    Round, Signature, StateCommitment, ValidatorIndex, VoteData,
 };
 
 /// Chooses the leader of each round. Round-robin today; a reputation-aware election can

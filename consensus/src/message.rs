@@ -2,7 +2,8 @@
 
 use crate::certificate::{QuorumCert, TimeoutCert, TimeoutVote, Vote};
 use crate::types::{
-    Block, BlockHeader, BlockId, Committee, Encoder, Epoch, Height, Round, Signature, VoteData,
+    Block, BlockHeader, BlockId, Committee, Encoder, Epoch, Height, Round, Signature,
+    StateCommitment, VoteData,
 };
 
 /// A leader's block for its round, with the timeout certificate of the previous round when the
@@ -75,13 +76,32 @@ pub struct EpochState {
     pub root_id: BlockId,
     pub root_height: Height,
     pub root_timestamp_ms: u64,
+    /// The application state the root commits to: the genesis state for epoch 0, else the
+    /// ending block's own state commitment.
+    pub root_state: StateCommitment,
 }
 
 impl EpochState {
     pub fn genesis(chain_id: &str, committee: Committee, timestamp_ms: u64) -> EpochState {
+        EpochState::genesis_with_state(
+            chain_id,
+            committee,
+            timestamp_ms,
+            StateCommitment::default(),
+        )
+    }
+
+    /// Genesis whose root also commits to the application's genesis state.
+    pub fn genesis_with_state(
+        chain_id: &str,
+        committee: Committee,
+        timestamp_ms: u64,
+        state: StateCommitment,
+    ) -> EpochState {
         let mut e = Encoder::new("trellis/genesis/v1");
         e.bytes(chain_id.as_bytes()).u64(timestamp_ms);
         committee.encode(&mut e);
+        e.u64(state.height).digest(&state.root);
         EpochState {
             chain_id: chain_id.to_string(),
             epoch: 0,
@@ -89,6 +109,7 @@ impl EpochState {
             root_id: e.hash(),
             root_height: 0,
             root_timestamp_ms: timestamp_ms,
+            root_state: state,
         }
     }
 
@@ -102,6 +123,7 @@ impl EpochState {
             root_id: ending.id(),
             root_height: ending.height,
             root_timestamp_ms: ending.timestamp_ms,
+            root_state: ending.state,
         })
     }
 

@@ -11,7 +11,7 @@ use crate::message::{EpochState, Message, Proposal, TimeoutMsg, round_after};
 use crate::safety::{LocalSafetyRules, SafetyData, SafetyError, SafetyRules};
 use crate::types::{
     Block, BlockHeader, BlockId, Committee, Digest, Epoch, Height, PublicKey, Round, Signature,
-    ValidatorIndex, VoteData, payload_digest,
+    StateCommitment, ValidatorIndex, VoteData, payload_digest,
 };
 use crate::{EpochChangeProof, LeaderElection, RoundRobin};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -66,6 +66,8 @@ pub struct CommittedHead {
     pub round: Round,
     pub height: Height,
     pub timestamp_ms: u64,
+    /// The application state the block's header commits to.
+    pub state: StateCommitment,
 }
 
 impl CommittedHead {
@@ -75,6 +77,7 @@ impl CommittedHead {
             round: 0,
             height: state.root_height,
             timestamp_ms: state.root_timestamp_ms,
+            state: state.root_state,
         }
     }
     pub fn of_block(b: &Block) -> CommittedHead {
@@ -83,6 +86,7 @@ impl CommittedHead {
             round: b.round(),
             height: b.height(),
             timestamp_ms: b.header.timestamp_ms,
+            state: b.header.state,
         }
     }
 }
@@ -142,6 +146,8 @@ pub enum Input {
         payload: Vec<u8>,
         /// Ends the epoch, naming the next committee.
         next_committee: Option<Committee>,
+        /// The application state the block's header commits to.
+        state: StateCommitment,
     },
     /// The application's answer to [`Effect::ValidatePayload`].
     PayloadVerdict {
@@ -489,7 +495,8 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
                 round,
                 payload,
                 next_committee,
-            } => self.on_payload(round, payload, next_committee),
+                state,
+            } => self.on_payload(round, payload, next_committee, state),
             Input::PayloadVerdict { block_id, valid } => self.on_verdict(block_id, valid),
             Input::SafetyPersisted { seq } => self.on_persisted(seq),
             Input::Sync(chunk) => self.on_sync(chunk),
@@ -934,7 +941,9 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             self.drop_msg("bad_timestamp");
             return false;
         }
-        if self.ancestor_ends_epoch(b.parent_id()) && (!b.payload.is_empty() || b.ends_epoch()) {
+        if self.ancestor_ends_epoch(b.parent_id())
+            && (!b.payload.is_empty() || b.ends_epoch() || parent.state != b.header.state)
+        {
             // Blocks after the epoch-ending one carry nothing: they only certify its commit.
             self.drop_msg("payload_after_epoch_end");
             return false;
@@ -1131,7 +1140,15 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             let Some(b) = self.blocks.get(&id) else {
                 continue;
             };
-            if b.payload.is_empty() && !b.ends_epoch() {
+            // An empty block that repeats its parent's state has nothing for the application
+            // to check.
+            let parent_state = if b.parent_id() == self.root.id {
+                Some(self.root.state)
+            } else {
+                self.blocks.get(&b.parent_id()).map(|p| p.header.state)
+            };
+            let same_state = parent_state == Some(b.header.state);
+            if b.payload.is_empty() && !b.ends_epoch() && same_state {
                 self.vote(id);
             } else {
                 self.awaiting_verdict.insert(id);
@@ -1408,7 +1425,7 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             return;
         };
         if self.ancestor_ends_epoch(parent.id) {
-            self.propose(Vec::new(), None);
+            self.propose(Vec::new(), None, StateCommitment::default());
         } else {
             self.awaiting_payload = Some(round);
             self.out.push(Effect::RequestPayload {
@@ -1420,15 +1437,26 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         }
     }
 
-    fn on_payload(&mut self, round: Round, payload: Vec<u8>, next: Option<Committee>) {
+    fn on_payload(
+        &mut self,
+        round: Round,
+        payload: Vec<u8>,
+        next: Option<Committee>,
+        state: StateCommitment,
+    ) {
         if round != self.round || self.awaiting_payload != Some(round) {
             return;
         }
         self.awaiting_payload = None;
-        self.propose(payload, next);
+        self.propose(payload, next, state);
     }
 
-    fn propose(&mut self, mut payload: Vec<u8>, mut next_committee: Option<Committee>) {
+    fn propose(
+        &mut self,
+        mut payload: Vec<u8>,
+        mut next_committee: Option<Committee>,
+        mut state: StateCommitment,
+    ) {
         let Some(me) = self.me else { return };
         let Ok(tc) = self.tc_for_proposal() else {
             return;
@@ -1439,6 +1467,8 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
         if self.ancestor_ends_epoch(parent.id) {
             payload.clear();
             next_committee = None;
+            // Blocks after the epoch-ending one repeat its state: nothing executes in them.
+            state = parent.state;
         }
         let header = BlockHeader {
             chain_id: self.epoch_state.chain_id.clone(),
@@ -1450,6 +1480,7 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             author: me,
             timestamp_ms: self.now.max(parent.timestamp_ms + 1),
             payload_digest: payload_digest(&payload),
+            state,
             next_committee,
         };
         let signature = match self

@@ -225,6 +225,17 @@ impl VoteData {
     }
 }
 
+/// The application state a header commits to: the state root after executing every committed
+/// block of the chain up to and including `height` (the genesis state when `height` is the
+/// chain's root height). The application chooses it when proposing and checks it when
+/// validating; consensus only requires `height` to be below the block's own height, so a
+/// header may commit to state that lags the block by the execution pipeline.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct StateCommitment {
+    pub height: Height,
+    pub root: Digest,
+}
+
 /// A block's header: everything its id commits to. The payload is committed by digest so that
 /// proofs and epoch-change proofs can ship headers alone.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -240,6 +251,8 @@ pub struct BlockHeader {
     /// Proposer's clock when proposing, in milliseconds; strictly increasing along a chain.
     pub timestamp_ms: u64,
     pub payload_digest: Digest,
+    /// Application state committed by this header (see [`StateCommitment`]).
+    pub state: StateCommitment,
     /// Set on the block that ends its epoch: the committee of the next epoch.
     pub next_committee: Option<Committee>,
 }
@@ -255,7 +268,9 @@ impl BlockHeader {
             .digest(&self.qc_digest)
             .u32(self.author)
             .u64(self.timestamp_ms)
-            .digest(&self.payload_digest);
+            .digest(&self.payload_digest)
+            .u64(self.state.height)
+            .digest(&self.state.root);
         match &self.next_committee {
             None => {
                 e.u8(0);
@@ -338,6 +353,9 @@ impl Block {
         }
         if qc.height.checked_add(1) != Some(h.height) {
             return Err("block height is not parent height + 1");
+        }
+        if h.state.height >= h.height {
+            return Err("state commitment is not below the block's height");
         }
         Ok(())
     }

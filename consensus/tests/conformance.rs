@@ -7,7 +7,8 @@ use trellis_consensus::sim::testkit::{CHAIN, Keys};
 use trellis_consensus::types::Encoder;
 use trellis_consensus::{TimeoutVote, Vote};
 
-const PINNED: &str = "d9f67e134c5cb81b33c715ab1231fdfea1d0263b12256a02cf6502d4658853d9";
+// Changed deliberately when block headers gained the application state commitment.
+const PINNED: &str = "676f52782efaa1b54efa14e9c22ff23c279903b813479feb5edee2d5ecc74d38";
 
 #[test]
 fn encodings_are_pinned() {

@@ -684,6 +684,7 @@ impl Simulation {
             round,
             payload,
             next_committee,
+            state: Default::default(),
         }
     }
 

@@ -69,6 +69,7 @@ impl Keys {
             author: author as u32,
             timestamp_ms: round.saturating_mul(10).saturating_add(1),
             payload_digest: payload_digest(payload),
+            state: Default::default(),
             next_committee,
         };
         Block::new(header, parent.clone(), payload.to_vec())
@@ -233,6 +234,7 @@ impl LocalNet {
                         round,
                         payload: vec![0xab; self.payload_size],
                         next_committee: None,
+                        state: Default::default(),
                     },
                 )),
                 Effect::ValidatePayload { block } => self.queue.push_back((
