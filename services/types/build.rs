@@ -1,8 +1,14 @@
 //! Compiles the wire schema with protox (pure Rust: no protoc on the machine).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let descriptors =
-        protox::compile(["trellis/v1/tx.proto", "trellis/v1/state.proto"], ["proto"])?;
+    let descriptors = protox::compile(
+        [
+            "trellis/v1/tx.proto",
+            "trellis/v1/state.proto",
+            "trellis/v1/chain.proto",
+        ],
+        ["proto"],
+    )?;
     prost_build::Config::new()
         .btree_map(["."])
         .compile_fds(descriptors)?;

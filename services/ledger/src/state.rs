@@ -1,7 +1,8 @@
 //! Application state as ordered key → bytes, the shape the node's Merkle tree authenticates.
 //!
-//! Keys are namespaced: `acct/` ‖ 32-byte account key, `anchor/` ‖ 32-byte digest. Values are
-//! canonical protobuf records (`trellis.v1` `Account`, `AnchorRecord`).
+//! Keys are namespaced: `acct/` ‖ 32-byte account key, `anchor/` ‖ 32-byte digest (that layout
+//! is [`trellis_types::anchor_state_key`], shared with offline verifiers of anchor bundles).
+//! Values are canonical protobuf records (`trellis.v1` `Account`, `AnchorRecord`).
 
 use std::collections::BTreeMap;
 use trellis_types::{Digest, PublicKey};
@@ -14,7 +15,7 @@ impl StateKey {
         StateKey([b"acct/".as_slice(), &key.0].concat())
     }
     pub fn anchor(digest: &Digest) -> StateKey {
-        StateKey([b"anchor/".as_slice(), &digest.0].concat())
+        StateKey(trellis_types::anchor_state_key(digest))
     }
     pub fn as_bytes(&self) -> &[u8] {
         &self.0

@@ -1,10 +1,20 @@
 //! # trellis-node
 //!
-//! The IO around the consensus core: today the transaction pool and the state tree (on an
-//! in-memory node store). Network (mTLS), block
-//! store, state tree, client API and chain hosting follow (see `ARCHITECTURE.md`).
+//! The IO around the consensus core: peer-to-peer transport over mutual TLS ([`net`], with the
+//! consortium PKI in [`pki`]), the transaction pool ([`mempool`]), the durable store on fjall
+//! ([`store`]) with the Jellyfish Merkle state tree ([`state_tree`]), the driver that runs a
+//! chain's replica and application ([`chain`]), the client API ([`api`]) with proof bundles
+//! ([`proofs`]), and the assembly of a node from its configuration ([`node`]).
 
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod chain;
 pub mod mempool;
+pub mod net;
+pub mod node;
+pub mod payload;
+pub mod pki;
+pub mod proofs;
 pub mod state_tree;
+pub mod store;

@@ -133,12 +133,8 @@ impl Mempool {
         results
     }
 
-    /// Everything but the signature; `Ok(None)` for a duplicate.
-    fn precheck(
-        &self,
-        bytes: &[u8],
-        accounts: &impl Accounts,
-    ) -> Result<Option<Transaction>, Rejected> {
+    /// Decoding and the chain check: pure, so callers run it before taking a lock on the pool.
+    pub fn decode(&self, bytes: &[u8]) -> Result<Transaction, Rejected> {
         let tx = Transaction::decode(bytes, self.config.max_tx_bytes)?;
         if tx.chain_id() != self.chain_id {
             return Err(Rejected::WrongChain {
@@ -146,8 +142,15 @@ impl Mempool {
                 want: self.chain_id.clone(),
             });
         }
+        Ok(tx)
+    }
+
+    /// The stateful checks of a decoded transaction (duplicate, account, nonce); `Ok(false)` for
+    /// a duplicate. The caller verifies the signature (outside any lock) and then calls
+    /// [`Mempool::insert_verified`].
+    pub fn screen(&self, tx: &Transaction, accounts: &impl Accounts) -> Result<bool, Rejected> {
         if self.by_hash.contains_key(&tx.hash()) {
-            return Ok(None);
+            return Ok(false);
         }
         let next = accounts
             .next_nonce(&tx.sender())
@@ -164,7 +167,26 @@ impl Mempool {
                 next,
             });
         }
-        Ok(Some(tx))
+        Ok(true)
+    }
+
+    /// Adds a transaction whose signature the caller has verified.
+    pub fn insert_verified(&mut self, tx: Transaction) -> Result<Admitted, Rejected> {
+        self.insert(tx)
+    }
+
+    pub fn get(&self, hash: &Digest) -> Option<&Transaction> {
+        self.by_hash.get(hash)
+    }
+
+    /// Everything but the signature; `Ok(None)` for a duplicate.
+    fn precheck(
+        &self,
+        bytes: &[u8],
+        accounts: &impl Accounts,
+    ) -> Result<Option<Transaction>, Rejected> {
+        let tx = self.decode(bytes)?;
+        Ok(self.screen(&tx, accounts)?.then_some(tx))
     }
 
     fn insert(&mut self, tx: Transaction) -> Result<Admitted, Rejected> {
@@ -225,6 +247,22 @@ impl Mempool {
             queues.push_back((expected + 1, range));
         }
         out
+    }
+
+    /// Drops transactions a committed block included, whatever their outcome: a rejected one
+    /// must not be proposed again.
+    pub fn remove(&mut self, hashes: impl IntoIterator<Item = Digest>) {
+        for hash in hashes {
+            if let Some(tx) = self.by_hash.remove(&hash) {
+                self.bytes -= tx.encoded().len();
+                if let Some(nonces) = self.by_account.get_mut(&tx.sender()) {
+                    nonces.remove(&tx.nonce());
+                    if nonces.is_empty() {
+                        self.by_account.remove(&tx.sender());
+                    }
+                }
+            }
+        }
     }
 
     /// Drops what the last commit made obsolete: included transactions and any nonce below an

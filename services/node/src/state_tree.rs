@@ -1,12 +1,25 @@
 //! The authenticated application state: a Jellyfish Merkle tree (SHA-256), one version per
 //! committed height.
 //!
-//! What a state root commits to: every key the application wrote (`trellis_ledger::state`
-//! namespaces), as leaves `SHA-256(key) → SHA-256(value)`, after applying all blocks up to and
-//! including that height's block. Values are canonical protobuf records.
+//! # What a state root commits to
 //!
-//! The tree's nodes live in a [`MemoryTreeStore`] for now; the on-disk (fjall) store of the
-//! node follows the same shape (nodes by key, values by (key, version), stale-node index).
+//! The root at version `h` commits to the application state after applying every block up to
+//! and including the block at height `h` (version = committed height; genesis is version 0).
+//! Each leaf maps a jmt [`KeyHash`] — `SHA-256(state key bytes)`, the `trellis_ledger::state`
+//! namespaces — to the value bytes the ledger wrote (canonical protobuf records). A leaf node
+//! hashes `SHA-256(value)`, so a [`StateProof`] is checked with the root, the key and the value
+//! bytes (see `trellis_types::state_proof`). A height whose block changed nothing still gets a
+//! version: jmt copies the previous root node to the new version, so the root is carried
+//! forward unchanged.
+//!
+//! # Compute, then write
+//!
+//! [`StateTree::prepare`] computes a block's new root and the tree nodes to write
+//! ([`TreeUpdateBatch`]) without writing anything: the node's block commit writes that batch
+//! together with the block in one atomic store batch (`crate::store::NodeStore::commit`), then
+//! calls [`StateTree::committed`]. The tree reads its nodes through any [`TreeReader`]: the
+//! durable `crate::store::NodeStore`, or the [`MemoryTreeStore`] here (tests, tools), whose
+//! [`StateTree::apply`] does prepare + write + committed in one call.
 
 use jmt::storage::{LeafNode, Node, NodeKey, StaleNodeIndex, TreeReader, TreeUpdateBatch};
 use jmt::{JellyfishMerkleTree, KeyHash, OwnedValue, Version};
@@ -18,6 +31,7 @@ use trellis_types::{Digest, StateProof};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StateTreeError {
+    /// Versions are consecutive: the first is 0, each next one is `latest + 1`.
     #[error("version {got} does not follow the latest version {latest:?}")]
     VersionOrder {
         got: Version,
@@ -31,6 +45,24 @@ pub enum StateTreeError {
 
 fn tree_err(e: impl std::fmt::Display) -> StateTreeError {
     StateTreeError::Tree(e.to_string())
+}
+
+/// Runs a jmt operation, turning a panic into an error. jmt 0.12 `unwrap`s some reader errors
+/// (a child node that is corrupt or missing while building a proof's siblings), so corrupt or
+/// pruned data would otherwise bring down the thread serving the read. The panic message (which
+/// names the node) becomes the error; the default panic hook still logs it.
+fn guarded<T>(op: impl FnOnce() -> Result<T, StateTreeError>) -> Result<T, StateTreeError> {
+    // Unwind safety: jmt works on its own local caches; a reader only reads.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(op)).unwrap_or_else(|payload| {
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        Err(StateTreeError::Tree(format!(
+            "tree data is corrupt or missing: {msg}"
+        )))
+    })
 }
 
 /// Tree nodes and value history in memory, ordered for determinism.
@@ -71,7 +103,8 @@ impl TreeReader for MemoryTreeStore {
 }
 
 impl MemoryTreeStore {
-    fn apply(&mut self, batch: TreeUpdateBatch) {
+    /// Writes a batch from [`StateTree::prepare`]: new nodes, new values, stale-node records.
+    pub fn apply_batch(&mut self, batch: TreeUpdateBatch) {
         for (key, node) in batch.node_batch.nodes() {
             self.nodes.insert(key.clone(), node.clone());
         }
@@ -80,27 +113,109 @@ impl MemoryTreeStore {
         }
         self.stale.extend(batch.stale_node_index_batch);
     }
+
+    /// Deletes the nodes that became stale at or before `keep_from` (every version from
+    /// `keep_from` on stays readable) and the value history those versions no longer need.
+    /// Returns the number of nodes deleted.
+    pub fn prune(&mut self, keep_from: Version) -> usize {
+        let stale: Vec<StaleNodeIndex> = self
+            .stale
+            .iter()
+            .take_while(|s| s.stale_since_version <= keep_from)
+            .cloned()
+            .collect();
+        let mut pruned = 0;
+        let mut leaf_keys = BTreeSet::new();
+        for s in stale {
+            if let Some(node) = self.nodes.remove(&s.node_key) {
+                pruned += 1;
+                if let Node::Leaf(leaf) = node {
+                    leaf_keys.insert(leaf.key_hash());
+                }
+            }
+            self.stale.remove(&s);
+        }
+        // For each key whose leaf was replaced: reads at `keep_from` or later need at most the
+        // newest value written at or before `keep_from` (and not even that if it is a deletion).
+        for kh in leaf_keys {
+            let history: Vec<(Version, bool)> = self
+                .values
+                .range((kh, 0)..=(kh, keep_from))
+                .map(|((_, v), value)| (*v, value.is_some()))
+                .collect();
+            let keep = match history.last() {
+                Some((v, true)) => Some(*v),
+                _ => None,
+            };
+            for (v, _) in history {
+                if Some(v) != keep {
+                    self.values.remove(&(kh, v));
+                }
+            }
+        }
+        pruned
+    }
+
+    /// Tree nodes held (for pruning checks and metrics).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
 }
 
-/// The state tree of one chain.
-#[derive(Default)]
-pub struct StateTree {
-    store: MemoryTreeStore,
+/// The state tree of one chain, reading its nodes through `R`.
+pub struct StateTree<R: TreeReader> {
+    reader: R,
     latest: Option<Version>,
 }
 
-impl StateTree {
-    pub fn new() -> StateTree {
-        StateTree::default()
+impl<R: TreeReader> StateTree<R> {
+    /// An empty tree over `reader`: the first version to prepare is 0.
+    pub fn new(reader: R) -> StateTree<R> {
+        StateTree {
+            reader,
+            latest: None,
+        }
+    }
+
+    /// The tree over `reader` whose latest written version is `latest` (after a restart: the
+    /// last committed height).
+    pub fn resume(reader: R, latest: Version) -> StateTree<R> {
+        StateTree {
+            reader,
+            latest: Some(latest),
+        }
     }
 
     pub fn latest_version(&self) -> Option<Version> {
         self.latest
     }
 
-    /// Applies a block's writes as `version` (the block height) and returns the new root.
-    pub fn apply(&mut self, version: Version, writes: &WriteSet) -> Result<Digest, StateTreeError> {
-        if self.latest.is_some_and(|l| version <= l) {
+    pub fn reader(&self) -> &R {
+        &self.reader
+    }
+
+    /// The reader, to write a prepared batch into (`MemoryTreeStore::apply_batch`).
+    pub fn reader_mut(&mut self) -> &mut R {
+        &mut self.reader
+    }
+
+    fn jmt(&self) -> JellyfishMerkleTree<'_, R, Sha256> {
+        JellyfishMerkleTree::new(&self.reader)
+    }
+
+    /// Computes the root after applying a block's writes as `version` (the block height), and
+    /// the tree update to write; writes nothing. `version` must be `latest + 1` (0 for an empty
+    /// tree). An empty write set still yields the new version, with the previous root.
+    pub fn prepare(
+        &self,
+        version: Version,
+        writes: &WriteSet,
+    ) -> Result<(Digest, TreeUpdateBatch), StateTreeError> {
+        let expected = match self.latest {
+            None => Some(0),
+            Some(latest) => latest.checked_add(1),
+        };
+        if expected != Some(version) {
             return Err(StateTreeError::VersionOrder {
                 got: version,
                 latest: self.latest,
@@ -110,57 +225,92 @@ impl StateTree {
             .iter()
             .map(|(k, v)| (key_hash(k.as_bytes()), v.clone()))
             .collect();
-        let tree = JellyfishMerkleTree::<_, Sha256>::new(&self.store);
-        let (root, batch) = tree.put_value_set(value_set, version).map_err(tree_err)?;
-        self.store.apply(batch);
+        let (root, batch) = guarded(|| {
+            self.jmt()
+                .put_value_set(value_set, version)
+                .map_err(tree_err)
+        })?;
+        Ok((Digest(root.0), batch))
+    }
+
+    /// Records that the batch prepared for `version` has been written to the reader's store.
+    pub fn committed(&mut self, version: Version) {
         self.latest = Some(version);
-        Ok(Digest(root.0))
     }
 
     pub fn root(&self, version: Version) -> Result<Digest, StateTreeError> {
-        let tree = JellyfishMerkleTree::<_, Sha256>::new(&self.store);
-        match tree.get_root_hash_option(version).map_err(tree_err)? {
+        match guarded(|| self.jmt().get_root_hash_option(version).map_err(tree_err))? {
             Some(root) => Ok(Digest(root.0)),
             None => Err(StateTreeError::NoSuchVersion(version)),
         }
     }
 
-    pub fn get(&self, key: &StateKey, version: Version) -> Result<Option<Vec<u8>>, StateTreeError> {
-        let tree = JellyfishMerkleTree::<_, Sha256>::new(&self.store);
-        tree.get(key_hash(key.as_bytes()), version)
-            .map_err(tree_err)
+    /// A read that failed: `NoSuchVersion` when the version has no root; the reader's error
+    /// when the root cannot be read (jmt reports any failure there as a missing root); the
+    /// read's error otherwise.
+    fn read_err(&self, version: Version, e: anyhow::Error) -> StateTreeError {
+        match self.jmt().get_root_hash_option(version) {
+            Ok(None) => StateTreeError::NoSuchVersion(version),
+            Ok(Some(_)) => tree_err(e),
+            Err(root_err) => tree_err(root_err),
+        }
+    }
+
+    /// The value of `key` at `version`. jmt answers this from the value history alone, so the
+    /// version's root is looked up first: a version that does not exist (not yet written, or
+    /// pruned) is `NoSuchVersion` rather than a silently older or newer answer.
+    pub fn get(&self, version: Version, key: &StateKey) -> Result<Option<Vec<u8>>, StateTreeError> {
+        self.root(version)?;
+        guarded(|| {
+            self.jmt()
+                .get(key_hash(key.as_bytes()), version)
+                .map_err(tree_err)
+        })
     }
 
     /// The value of `key` at `version` with its proof against that version's root.
     pub fn get_with_proof(
         &self,
-        key: &StateKey,
         version: Version,
+        key: &StateKey,
     ) -> Result<(Option<Vec<u8>>, StateProof), StateTreeError> {
-        let tree = JellyfishMerkleTree::<_, Sha256>::new(&self.store);
-        let (value, proof) = tree
-            .get_with_proof(key_hash(key.as_bytes()), version)
-            .map_err(tree_err)?;
+        let (value, proof) = guarded(|| {
+            self.jmt()
+                .get_with_proof(key_hash(key.as_bytes()), version)
+                .map_err(|e| self.read_err(version, e))
+        })?;
         Ok((value, StateProof(proof)))
     }
+}
 
-    /// Drops nodes only versions before `keep_from` needed; `keep_from` and later stay readable.
-    pub fn prune(&mut self, keep_from: Version) {
-        let stale: Vec<StaleNodeIndex> = self
-            .store
-            .stale
-            .iter()
-            .take_while(|s| s.stale_since_version <= keep_from)
-            .cloned()
-            .collect();
-        for s in stale {
-            self.store.nodes.remove(&s.node_key);
-            self.store.stale.remove(&s);
-        }
+impl StateTree<MemoryTreeStore> {
+    /// An empty tree in memory.
+    pub fn in_memory() -> StateTree<MemoryTreeStore> {
+        StateTree::new(MemoryTreeStore::default())
+    }
+
+    /// [`prepare`](Self::prepare), write the batch, [`committed`](Self::committed): applies a
+    /// block's writes as `version` and returns the new root.
+    pub fn apply(&mut self, version: Version, writes: &WriteSet) -> Result<Digest, StateTreeError> {
+        let (root, batch) = self.prepare(version, writes)?;
+        self.reader.apply_batch(batch);
+        self.committed(version);
+        Ok(root)
+    }
+
+    /// See [`MemoryTreeStore::prune`].
+    pub fn prune(&mut self, keep_from: Version) -> usize {
+        self.reader.prune(keep_from)
     }
 
     /// Tree nodes held (for pruning checks and metrics).
     pub fn node_count(&self) -> usize {
-        self.store.nodes.len()
+        self.reader.node_count()
+    }
+}
+
+impl Default for StateTree<MemoryTreeStore> {
+    fn default() -> Self {
+        StateTree::in_memory()
     }
 }

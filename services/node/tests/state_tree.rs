@@ -3,7 +3,7 @@
 
 use trellis_ledger::beacon::{BeaconGenesis, GenesisAccount, execute_block};
 use trellis_ledger::state::{MemoryState, StateKey};
-use trellis_node::state_tree::{StateTree, StateTreeError};
+use trellis_node::state_tree::{MemoryTreeStore, StateTree, StateTreeError};
 use trellis_types::pb::Role;
 use trellis_types::{Action, Digest, Signer, Tag, Transaction};
 
@@ -35,8 +35,8 @@ fn anchor(i: u8, nonce: u64, d: u8) -> Transaction {
 }
 
 /// Genesis at version 0, then `blocks` blocks of three anchors each.
-fn chain(blocks: u8) -> (StateTree, Vec<Digest>) {
-    let mut tree = StateTree::new();
+fn chain(blocks: u8) -> (StateTree<MemoryTreeStore>, Vec<Digest>) {
+    let mut tree = StateTree::in_memory();
     let mut view = MemoryState::default();
     let writes = genesis().write_set().expect("genesis");
     let mut roots = vec![tree.apply(0, &writes).expect("genesis root")];
@@ -66,7 +66,7 @@ fn the_same_writes_give_the_same_roots() {
 fn an_anchor_is_proven_against_the_root_and_tampering_is_caught() {
     let (tree, roots) = chain(4);
     let key = StateKey::anchor(&Digest([22; 32])); // block 2, account 2
-    let (value, proof) = tree.get_with_proof(&key, 4).expect("read");
+    let (value, proof) = tree.get_with_proof(4, &key).expect("read");
     let value = value.expect("anchored");
     proof
         .verify(&roots[4], key.as_bytes(), Some(&value))
@@ -97,12 +97,12 @@ fn an_anchor_is_proven_against_the_root_and_tampering_is_caught() {
 fn absence_is_proven_too_and_history_is_readable() {
     let (tree, roots) = chain(4);
     let key = StateKey::anchor(&Digest([42; 32])); // anchored in block 4
-    let (before, proof) = tree.get_with_proof(&key, 3).expect("read");
+    let (before, proof) = tree.get_with_proof(3, &key).expect("read");
     assert_eq!(before, None);
     proof
         .verify(&roots[3], key.as_bytes(), None)
         .expect("exclusion proof");
-    let (after, proof) = tree.get_with_proof(&key, 4).expect("read");
+    let (after, proof) = tree.get_with_proof(4, &key).expect("read");
     proof
         .verify(&roots[4], key.as_bytes(), after.as_deref())
         .expect("inclusion proof");
@@ -116,13 +116,70 @@ fn versions_only_go_forward_and_pruning_keeps_the_latest() {
         tree.apply(6, &Default::default()),
         Err(StateTreeError::VersionOrder { .. })
     ));
+    assert!(matches!(
+        tree.apply(8, &Default::default()),
+        Err(StateTreeError::VersionOrder { .. })
+    ));
     let before = tree.node_count();
-    tree.prune(6);
-    assert!(tree.node_count() < before, "stale nodes were not pruned");
+    let pruned = tree.prune(6);
+    assert!(pruned > 0, "stale nodes were not pruned");
+    assert_eq!(tree.node_count(), before - pruned);
+    assert_eq!(tree.prune(6), 0);
+    assert!(matches!(
+        tree.root(3),
+        Err(StateTreeError::NoSuchVersion(3))
+    ));
     assert_eq!(tree.root(6).expect("latest root"), roots[6]);
     let key = StateKey::account(&signer(1).public_key());
-    let (value, proof) = tree.get_with_proof(&key, 6).expect("read latest");
+    let (value, proof) = tree.get_with_proof(6, &key).expect("read latest");
     proof
         .verify(&roots[6], key.as_bytes(), value.as_deref())
         .expect("still provable");
+}
+
+#[test]
+fn prepare_writes_nothing_until_the_batch_is_applied() {
+    let (mut tree, roots) = chain(2);
+    let writes = trellis_ledger::state::WriteSet::from([(
+        StateKey::anchor(&Digest([99; 32])),
+        Some(b"record".to_vec()),
+    )]);
+    let (root, batch) = tree.prepare(3, &writes).expect("prepare");
+    let (again, _) = tree.prepare(3, &writes).expect("prepare again");
+    assert_eq!(root, again, "preparing is repeatable");
+    assert_ne!(root, roots[2]);
+    assert!(matches!(
+        tree.root(3),
+        Err(StateTreeError::NoSuchVersion(3))
+    ));
+    assert_eq!(tree.latest_version(), Some(2));
+
+    tree.reader_mut().apply_batch(batch);
+    tree.committed(3);
+    assert_eq!(tree.root(3).expect("root"), root);
+    assert_eq!(
+        tree.get(3, &StateKey::anchor(&Digest([99; 32])))
+            .expect("read"),
+        Some(b"record".to_vec())
+    );
+}
+
+#[test]
+fn a_block_without_writes_still_gets_a_version_with_the_same_root() {
+    let (mut tree, roots) = chain(2);
+    let root = tree.apply(3, &Default::default()).expect("empty block");
+    assert_eq!(root, roots[2]);
+    assert_eq!(tree.root(3).expect("root"), roots[2]);
+    let key = StateKey::anchor(&Digest([21; 32]));
+    let (value, proof) = tree.get_with_proof(3, &key).expect("read");
+    proof
+        .verify(&root, key.as_bytes(), value.as_deref())
+        .expect("provable at the empty block's height");
+    assert!(value.is_some());
+    let root = tree.apply(4, &Default::default()).expect("another");
+    assert_eq!(root, roots[2]);
+    // An empty genesis is the empty tree's root.
+    let mut empty = StateTree::in_memory();
+    let root = empty.apply(0, &Default::default()).expect("empty genesis");
+    assert_eq!(empty.root(0).expect("root"), root);
 }

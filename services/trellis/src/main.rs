@@ -1,1 +1,344 @@
-fn main() {}
+//! `trellis`: the one binary. `devnet` runs a consortium on this machine, `node` one validator,
+//! `tx`/`proof` talk to a node's client API, `verify` checks a proof bundle offline, `bench`
+//! measures committed throughput.
+
+#![forbid(unsafe_code)]
+
+use trellis::{bench, client, devnet};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+use trellis_node::node::{KeyFile, NodeConfig, RunningNode};
+use trellis_types::bundle::AnchorBundle;
+use trellis_types::genesis::Genesis;
+use trellis_types::{Action, Digest, Tag, Transaction};
+
+#[derive(Parser)]
+#[command(
+    name = "trellis",
+    version,
+    about = "Trellis permissioned consortium chain"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a whole consortium on this machine (initialises DIR if it is empty, else resumes).
+    Devnet {
+        #[command(subcommand)]
+        init: Option<DevnetCommand>,
+        #[arg(long, default_value = ".trellis-devnet")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+    },
+    /// Run one node from its config file.
+    Node {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Submit transactions.
+    Tx {
+        #[command(subcommand)]
+        tx: TxCommand,
+    },
+    /// Fetch proofs.
+    Proof {
+        #[command(subcommand)]
+        proof: ProofCommand,
+    },
+    /// Check a proof bundle offline against the genesis file.
+    Verify {
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long)]
+        genesis: PathBuf,
+    },
+    /// Submit signed anchors at a fixed rate across the nodes and report committed throughput.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum DevnetCommand {
+    /// Write the devnet's files only, so validators can run as separate processes.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        /// Extra member accounts for `trellis bench` (under accounts/bench/).
+        #[arg(long, default_value_t = 32)]
+        bench_accounts: usize,
+        #[arg(long, default_value = "trellis-devnet")]
+        chain_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TxCommand {
+    /// Anchor a 32-byte evidence digest and wait until it is committed.
+    Anchor {
+        #[arg(long)]
+        node: String,
+        #[arg(long)]
+        key: PathBuf,
+        /// The digest, 64 hex characters.
+        digest: String,
+        #[arg(long, default_value = "")]
+        tag: String,
+        /// Seconds to wait for the commit.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProofCommand {
+    /// Print the proof bundle (JSON) of an anchored digest.
+    Anchor {
+        #[arg(long)]
+        node: String,
+        digest: String,
+        /// Seconds to wait for a certified state root that covers the anchor.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+}
+
+fn main() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    // One crypto provider for every rustls user in the process.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("trellis: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("trellis: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Devnet {
+            init:
+                Some(DevnetCommand::Init {
+                    dir,
+                    validators,
+                    bench_accounts,
+                    chain_id,
+                }),
+            ..
+        } => {
+            let net = devnet::init(&dir, validators, bench_accounts, &chain_id)?;
+            println!(
+                "initialised devnet `{}` with {} validators in {}",
+                net.chain_id,
+                net.nodes.len(),
+                dir.display()
+            );
+            for n in &net.nodes {
+                println!(
+                    "  {:<14} {}  config {}",
+                    n.name,
+                    n.api_url,
+                    n.config.display()
+                );
+            }
+            println!("  accounts: {}", net.accounts_dir.display());
+            Ok(0)
+        }
+        Command::Devnet {
+            init: None,
+            dir,
+            validators,
+        } => devnet::run(&dir, validators).await.map(|_| 0),
+        Command::Node { config } => {
+            let config = NodeConfig::load(&config, std::env::vars())?;
+            let node = RunningNode::start(config).await?;
+            println!(
+                "{} api http://{} p2p {}",
+                node.name, node.api_addr, node.p2p_addr
+            );
+            tokio::signal::ctrl_c().await?;
+            node.shutdown().await;
+            Ok(0)
+        }
+        Command::Tx {
+            tx:
+                TxCommand::Anchor {
+                    node,
+                    key,
+                    digest,
+                    tag,
+                    timeout,
+                },
+        } => tx_anchor(&node, &key, &digest, &tag, timeout).await,
+        Command::Proof {
+            proof:
+                ProofCommand::Anchor {
+                    node,
+                    digest,
+                    timeout,
+                },
+        } => {
+            let bundle = fetch_bundle(&node, &digest, timeout).await?;
+            println!("{}", serde_json::to_string_pretty(&bundle)?);
+            Ok(0)
+        }
+        Command::Verify { bundle, genesis } => verify(&bundle, &genesis),
+        Command::Bench(args) => bench::run(args).await,
+    }
+}
+
+fn parse_digest(hex_digest: &str) -> Result<Digest> {
+    let bytes: [u8; 32] = hex::decode(hex_digest.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| anyhow!("the digest must be 64 hex characters (32 bytes)"))?;
+    Ok(Digest(bytes))
+}
+
+async fn tx_anchor(
+    node: &str,
+    key: &PathBuf,
+    digest: &str,
+    tag: &str,
+    timeout: u64,
+) -> Result<i32> {
+    let digest = parse_digest(digest)?;
+    let tag = Tag::parse(tag).map_err(|e| anyhow!("--tag: {e}"))?;
+    let key = KeyFile::load(key)?;
+    let signer = key.signer()?;
+    let client = reqwest::Client::new();
+    let base = node.trim_end_matches('/');
+    let status: serde_json::Value = client
+        .get(format!("{base}/v1/status"))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {node}"))?
+        .json()
+        .await?;
+    let chain_id = status["chain_id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("node status has no chain id"))?
+        .to_string();
+    let nonce = client::account_nonce(&client, base, &key.public_key).await?;
+    let tx = Transaction::sign(&chain_id, &signer, nonce, Action::Anchor { digest, tag });
+    let resp = client
+        .post(format!("{base}/v1/transactions"))
+        .header("content-type", "application/x-protobuf")
+        .body(tx.encoded().to_vec())
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!("rejected: {}", client::error_text(resp).await);
+    }
+    let hash = tx.hash().to_hex();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    loop {
+        let resp = client
+            .get(format!("{base}/v1/transactions/{hash}"))
+            .send()
+            .await?;
+        if resp.status().is_success() {
+            let v: serde_json::Value = resp.json().await?;
+            match v["status"].as_str() {
+                Some("committed") => {
+                    println!(
+                        "committed tx {hash} at height {} (anchor {})",
+                        v["height"],
+                        digest.to_hex()
+                    );
+                    return Ok(0);
+                }
+                Some("rejected") => {
+                    bail!(
+                        "tx {hash} rejected at height {}: {}",
+                        v["height"],
+                        v["reason"].as_str().unwrap_or("?")
+                    );
+                }
+                _ => {}
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("tx {hash} not committed within {timeout} s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn fetch_bundle(node: &str, digest: &str, timeout: u64) -> Result<serde_json::Value> {
+    let digest = parse_digest(digest)?;
+    let client = reqwest::Client::new();
+    let url = format!(
+        "{}/v1/anchors/{}",
+        node.trim_end_matches('/'),
+        digest.to_hex()
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    loop {
+        let resp = client
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {node}"))?;
+        if resp.status().is_success() {
+            return Ok(resp.json().await?);
+        }
+        // 409: committed, not yet under a certified root; worth waiting for.
+        if resp.status() != reqwest::StatusCode::CONFLICT || tokio::time::Instant::now() > deadline
+        {
+            bail!("{}", client::error_text(resp).await);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn verify(bundle: &PathBuf, genesis: &PathBuf) -> Result<i32> {
+    let genesis_text = std::fs::read_to_string(genesis)
+        .with_context(|| format!("cannot read {}", genesis.display()))?;
+    let genesis = Genesis::from_json(&genesis_text).map_err(|e| anyhow!("genesis: {e}"))?;
+    let (epoch0, _) = trellis_node::chain::genesis_epoch(&genesis)?;
+    let text = std::fs::read_to_string(bundle)
+        .with_context(|| format!("cannot read {}", bundle.display()))?;
+    let bundle = match AnchorBundle::from_json(&text) {
+        Ok(b) => b,
+        Err(e) => {
+            println!("INVALID: malformed bundle: {e}");
+            return Ok(1);
+        }
+    };
+    match bundle.verify(&epoch0) {
+        Ok(verdict) => {
+            println!("VALID: {verdict}");
+            Ok(0)
+        }
+        Err(broken) => {
+            println!("INVALID: {broken}");
+            Ok(1)
+        }
+    }
+}

@@ -2,22 +2,32 @@
 //!
 //! The types a Trellis chain and its offline verifier share: transactions and their canonical
 //! wire encoding (protobuf, `proto/trellis/v1`), account signatures and their batch
-//! verification, and proofs of state against a state root. No IO: everything here is a pure
-//! function of its input.
+//! verification, proofs of state against a state root, the node-to-node wire format
+//! ([`wire`]), the genesis file ([`genesis`]) and the anchor proof bundle with its offline
+//! verification ([`bundle`]). No IO: everything here is a pure function of its input.
 //!
 //! Consensus-level types (blocks, certificates, epoch-change proofs) come from
 //! [`trellis_consensus`] and are re-exported where this crate uses them.
 
 #![forbid(unsafe_code)]
 
+pub mod bundle;
+pub mod genesis;
 pub mod state_proof;
 pub mod tx;
+pub mod wire;
 
-/// Generated protobuf messages. Prefer the parsed domain types in [`tx`].
+/// Generated protobuf messages. Prefer the parsed domain types and the codecs of [`tx`] and
+/// [`wire`].
+// Generated oneofs hold messages inline; they are short-lived decode targets.
+#[allow(clippy::large_enum_variant)]
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/trellis.v1.rs"));
 }
 
+pub use bundle::{AnchorBundle, BrokenLink, BundleError, Verdict, anchor_state_key};
+pub use genesis::{ChainParams, Genesis, GenesisAccountEntry, GenesisError, GenesisValidator};
 pub use state_proof::{ProofError, StateProof};
 pub use trellis_consensus::{Digest, PublicKey, Signature, Signer};
 pub use tx::{Action, Tag, Transaction, TxError};
+pub use wire::{NetMessage, WireError};

@@ -1,0 +1,710 @@
+//! The node's client API (axum): submit transactions, read their fate, blocks, anchors with
+//! their proof bundle, status, health, metrics and the OpenAPI document. Every error is RFC 9457
+//! `application/problem+json`.
+
+use crate::chain::{ChainShared, TxLocation, lock};
+use crate::mempool::{Admitted, Rejected};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use trellis_types::wire::{self, NetMessage};
+use trellis_types::{Digest, TxError};
+use utoipa::{OpenApi, ToSchema};
+
+/// An RFC 9457 problem.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The request field at fault, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u32>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, kind: &str, detail: impl Into<String>) -> Problem {
+        Problem {
+            kind: format!("https://trellis.dev/problems/{kind}"),
+            title: status.canonical_reason().unwrap_or("error").to_string(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            field: None,
+            retry_after_s: None,
+        }
+    }
+    fn field(mut self, f: &str) -> Problem {
+        self.field = Some(f.to_string());
+        self
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry = self.retry_after_s;
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut resp = (status, body).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(s) = retry {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        resp
+    }
+}
+
+fn rejection_problem(r: &Rejected, field: &str) -> Problem {
+    let (status, kind) = match r {
+        Rejected::Invalid(TxError::TooLarge { .. }) => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "tx-too-large")
+        }
+        Rejected::Invalid(TxError::BadSignature) => (StatusCode::BAD_REQUEST, "bad-signature"),
+        Rejected::Invalid(_) => (StatusCode::BAD_REQUEST, "malformed-transaction"),
+        Rejected::WrongChain { .. } => (StatusCode::BAD_REQUEST, "wrong-chain"),
+        Rejected::UnknownAccount => (StatusCode::FORBIDDEN, "unknown-account"),
+        Rejected::NonceUsed { .. } | Rejected::NonceTaken(_) => {
+            (StatusCode::CONFLICT, "nonce-used")
+        }
+        Rejected::NonceTooFarAhead { .. } => (StatusCode::CONFLICT, "nonce-too-far-ahead"),
+        Rejected::Full => (StatusCode::SERVICE_UNAVAILABLE, "pool-full"),
+    };
+    let mut p = Problem::new(status, kind, r.to_string()).field(field);
+    if r.is_retryable() {
+        p.retry_after_s = Some(1);
+    }
+    p
+}
+
+struct ApiState {
+    chain: Arc<ChainShared>,
+    node_name: String,
+}
+
+type St = State<Arc<ApiState>>;
+
+pub fn router(chain: Arc<ChainShared>, node_name: String) -> Router {
+    let state = Arc::new(ApiState { chain, node_name });
+    Router::new()
+        .route("/v1/transactions", post(submit))
+        .route("/v1/transactions/{hash}", get(tx_status))
+        .route("/v1/blocks/latest", get(latest_block))
+        .route("/v1/blocks/{height}", get(block_at))
+        .route("/v1/anchors/{digest}", get(anchor))
+        .route("/v1/accounts/{key}", get(account))
+        .route("/v1/status", get(status))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
+        .layer(DefaultBodyLimit::max(16 * 1024 * 1024))
+        .with_state(state)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// One signed transaction, hex of its protobuf `SignedTransaction` bytes.
+    #[serde(default)]
+    pub tx: Option<String>,
+    /// A batch of signed transactions (hex); at most 10,000.
+    #[serde(default)]
+    pub txs: Option<Vec<String>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Accepted {
+    pub hash: String,
+    /// `pending` for a new transaction, `duplicate` when the pool already held it.
+    pub status: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BatchItem {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Problem>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BatchAccepted {
+    pub accepted: usize,
+    pub rejected: usize,
+    pub results: Vec<BatchItem>,
+}
+
+const MAX_BATCH: usize = 10_000;
+
+/// Submit signed transactions: a protobuf body (`application/x-protobuf`, one transaction) or
+/// JSON with `tx` or `txs` (hex).
+#[utoipa::path(post, path = "/v1/transactions", request_body = SubmitRequest,
+    responses((status = 202, body = Accepted), (status = 200, body = BatchAccepted),
+        (status = 400, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem),
+        (status = 413, body = Problem), (status = 503, body = Problem)))]
+async fn submit(State(st): St, headers: HeaderMap, body: Bytes) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let (raw, single) = if content_type.starts_with("application/x-protobuf") {
+        (vec![body.to_vec()], true)
+    } else {
+        let req: SubmitRequest = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return Problem::new(StatusCode::BAD_REQUEST, "malformed-body", e.to_string())
+                    .field("body")
+                    .into_response();
+            }
+        };
+        match (req.tx, req.txs) {
+            (Some(tx), None) => match hex::decode(tx.trim()) {
+                Ok(b) => (vec![b], true),
+                Err(_) => {
+                    return Problem::new(StatusCode::BAD_REQUEST, "malformed-body", "not hex")
+                        .field("tx")
+                        .into_response();
+                }
+            },
+            (None, Some(txs)) => {
+                if txs.is_empty() || txs.len() > MAX_BATCH {
+                    return Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "malformed-body",
+                        format!("a batch holds 1 to {MAX_BATCH} transactions"),
+                    )
+                    .field("txs")
+                    .into_response();
+                }
+                let mut raw = Vec::with_capacity(txs.len());
+                for (i, t) in txs.iter().enumerate() {
+                    match hex::decode(t) {
+                        Ok(b) => raw.push(b),
+                        Err(_) => {
+                            return Problem::new(
+                                StatusCode::BAD_REQUEST,
+                                "malformed-body",
+                                "not hex",
+                            )
+                            .field(&format!("txs[{i}]"))
+                            .into_response();
+                        }
+                    }
+                }
+                (raw, false)
+            }
+            _ => {
+                return Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed-body",
+                    "give exactly one of `tx` and `txs`",
+                )
+                .field("tx")
+                .into_response();
+            }
+        }
+    };
+    let chain = st.chain.clone();
+    let raw = Arc::new(raw);
+    let raw2 = raw.clone();
+    let Ok(results) = tokio::task::spawn_blocking(move || chain.admit(&raw2)).await else {
+        return Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "admission failed",
+        )
+        .into_response();
+    };
+    // Gossip what is new so whoever leads next has it.
+    let fresh: Vec<Vec<u8>> = results
+        .iter()
+        .zip(raw.iter())
+        .filter(|(r, _)| matches!(r, Ok((_, Admitted::Added))))
+        .map(|(_, b)| b.clone())
+        .collect();
+    if !fresh.is_empty() {
+        st.chain
+            .net
+            .broadcast(wire::encode(&NetMessage::Txs(fresh)).into());
+    }
+    let status_of = |a: &Admitted| match a {
+        Admitted::Added => "pending",
+        Admitted::Duplicate => "duplicate",
+    };
+    if single {
+        return match &results[0] {
+            Ok((hash, a)) => (
+                StatusCode::ACCEPTED,
+                Json(Accepted {
+                    hash: hash.to_hex(),
+                    status: status_of(a).into(),
+                }),
+            )
+                .into_response(),
+            Err(r) => rejection_problem(r, "tx").into_response(),
+        };
+    }
+    if results.iter().all(|r| matches!(r, Err(Rejected::Full))) {
+        return rejection_problem(&Rejected::Full, "txs").into_response();
+    }
+    let items: Vec<BatchItem> = results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| match r {
+            Ok((hash, a)) => BatchItem {
+                hash: Some(hash.to_hex()),
+                status: Some(status_of(a).into()),
+                error: None,
+            },
+            Err(e) => BatchItem {
+                hash: None,
+                status: None,
+                error: Some(rejection_problem(e, &format!("txs[{i}]"))),
+            },
+        })
+        .collect();
+    let accepted = items.iter().filter(|i| i.error.is_none()).count();
+    (
+        StatusCode::OK,
+        Json(BatchAccepted {
+            accepted,
+            rejected: items.len() - accepted,
+            results: items,
+        }),
+    )
+        .into_response()
+}
+
+fn parse_digest(s: &str, field: &str) -> Result<Digest, Problem> {
+    hex::decode(s)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .map(Digest)
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-path",
+                "expected 32 bytes of hex",
+            )
+            .field(field)
+        })
+}
+
+fn internal(e: impl std::fmt::Display) -> Problem {
+    tracing::error!(error = %e, "internal error");
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TxStatus {
+    pub hash: String,
+    /// `pending`, `committed` or `rejected`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Where a transaction is: pending in this node's pool, committed at a height, or rejected by
+/// execution with the reason.
+#[utoipa::path(get, path = "/v1/transactions/{hash}", params(("hash" = String, Path)),
+    responses((status = 200, body = TxStatus), (status = 400, body = Problem), (status = 404, body = Problem)))]
+async fn tx_status(State(st): St, Path(hash): Path<String>) -> Result<Json<TxStatus>, Problem> {
+    let d = parse_digest(&hash, "hash")?;
+    if let Some(bytes) = st.chain.store.tx(&d.0).map_err(internal)? {
+        let loc: TxLocation = serde_json::from_slice(&bytes).map_err(internal)?;
+        return Ok(Json(TxStatus {
+            hash: d.to_hex(),
+            status: if loc.rejected.is_some() {
+                "rejected"
+            } else {
+                "committed"
+            }
+            .into(),
+            height: Some(loc.height),
+            reason: loc.rejected,
+        }));
+    }
+    if lock(&st.chain.mempool).contains(&d) {
+        return Ok(Json(TxStatus {
+            hash: d.to_hex(),
+            status: "pending".into(),
+            height: None,
+            reason: None,
+        }));
+    }
+    Err(Problem::new(
+        StatusCode::NOT_FOUND,
+        "unknown-transaction",
+        "this node has not seen it",
+    )
+    .field("hash"))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BlockView {
+    pub height: u64,
+    pub id: String,
+    pub epoch: u64,
+    pub round: u64,
+    pub parent_id: String,
+    pub timestamp_ms: u64,
+    pub author: u32,
+    pub payload_digest: String,
+    pub state_height: u64,
+    pub state_root: String,
+    pub tx_count: usize,
+    /// Hex protobuf of the header, for offline checking.
+    pub header: String,
+    /// Hex protobuf of the certificate that committed this block (or a descendant).
+    pub certificate: String,
+    pub certificate_signers: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tx_hashes: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct BlockQuery {
+    #[serde(default)]
+    txs: bool,
+}
+
+fn block_view(chain: &ChainShared, height: u64, with_txs: bool) -> Result<BlockView, Problem> {
+    let not_found = || {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-block",
+            "no committed block at this height",
+        )
+        .field("height")
+    };
+    if height == 0 || height > chain.executed.load(Ordering::Acquire) {
+        return Err(not_found());
+    }
+    let bytes = chain
+        .store
+        .block(height)
+        .map_err(internal)?
+        .ok_or_else(not_found)?;
+    let block = wire::decode_block(&bytes).map_err(internal)?;
+    let cert_bytes = chain
+        .store
+        .cert(height)
+        .map_err(internal)?
+        .unwrap_or_default();
+    let cert = wire::decode_qc(&cert_bytes).map_err(internal)?;
+    let txs = crate::payload::decode(&block.payload, usize::MAX).unwrap_or_default();
+    let h = &block.header;
+    Ok(BlockView {
+        height,
+        id: block.id().to_hex(),
+        epoch: h.epoch,
+        round: h.round,
+        parent_id: h.parent_id.to_hex(),
+        timestamp_ms: h.timestamp_ms,
+        author: h.author,
+        payload_digest: h.payload_digest.to_hex(),
+        state_height: h.state.height,
+        state_root: h.state.root.to_hex(),
+        tx_count: txs.len(),
+        header: hex::encode(wire::encode_header(h)),
+        certificate: hex::encode(&cert_bytes),
+        certificate_signers: cert.signers.count(),
+        tx_hashes: with_txs.then(|| {
+            txs.iter()
+                .filter_map(|r| trellis_types::Transaction::decode(r, usize::MAX).ok())
+                .map(|t| t.hash().to_hex())
+                .collect()
+        }),
+    })
+}
+
+/// The latest committed block's header and certificate.
+#[utoipa::path(get, path = "/v1/blocks/latest", responses((status = 200, body = BlockView), (status = 404, body = Problem)))]
+async fn latest_block(
+    State(st): St,
+    Query(q): Query<BlockQuery>,
+) -> Result<Json<BlockView>, Problem> {
+    let h = st.chain.executed.load(Ordering::Acquire);
+    block_view(&st.chain, h, q.txs).map(Json)
+}
+
+/// A committed block's header and certificate; `?txs=true` adds the transaction hashes.
+#[utoipa::path(get, path = "/v1/blocks/{height}", params(("height" = u64, Path)),
+    responses((status = 200, body = BlockView), (status = 400, body = Problem), (status = 404, body = Problem)))]
+async fn block_at(
+    State(st): St,
+    Path(height): Path<String>,
+    Query(q): Query<BlockQuery>,
+) -> Result<Json<BlockView>, Problem> {
+    let height: u64 = height.parse().map_err(|_| {
+        Problem::new(StatusCode::BAD_REQUEST, "bad-path", "height is a number").field("height")
+    })?;
+    block_view(&st.chain, height, q.txs).map(Json)
+}
+
+/// An anchor and the proof bundle that lets anyone check it offline against the genesis file.
+#[utoipa::path(get, path = "/v1/anchors/{digest}", params(("digest" = String, Path)),
+    responses((status = 200, description = "the anchor record and its proof bundle"), (status = 400, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn anchor(State(st): St, Path(digest): Path<String>) -> Result<Response, Problem> {
+    let d = parse_digest(&digest, "digest")?;
+    let chain = st.chain.clone();
+    let bundle = tokio::task::spawn_blocking(move || crate::proofs::anchor_bundle(&chain, &d))
+        .await
+        .map_err(internal)??;
+    Ok(Json(bundle.to_json()).into_response())
+}
+
+pub(crate) fn not_yet_provable() -> Problem {
+    let mut p = Problem::new(
+        StatusCode::CONFLICT,
+        "not-yet-provable",
+        "the anchor is committed but no certified state root covers it yet; retry shortly",
+    )
+    .field("digest");
+    p.retry_after_s = Some(1);
+    p
+}
+
+pub(crate) fn no_anchor() -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "unknown-anchor",
+        "no anchor with this digest",
+    )
+    .field("digest")
+}
+
+pub(crate) fn proof_internal(e: impl std::fmt::Display) -> Problem {
+    internal(e)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AccountView {
+    pub public_key: String,
+    pub org: String,
+    pub role: String,
+    pub next_nonce: u64,
+}
+
+/// A registered account as of the last executed block: its org, role and next nonce.
+#[utoipa::path(get, path = "/v1/accounts/{key}", params(("key" = String, Path)),
+    responses((status = 200, body = AccountView), (status = 400, body = Problem), (status = 404, body = Problem)))]
+async fn account(State(st): St, Path(key): Path<String>) -> Result<Json<AccountView>, Problem> {
+    let k = trellis_types::PublicKey(parse_digest(&key, "key")?.0);
+    let acct = trellis_ledger::beacon::read_account(&st.chain.state(), &k).ok_or_else(|| {
+        Problem::new(StatusCode::NOT_FOUND, "unknown-account", "no such account").field("key")
+    })?;
+    Ok(Json(AccountView {
+        public_key: hex::encode(k.0),
+        org: acct.org.clone(),
+        role: format!("{:?}", acct.role()).to_lowercase(),
+        next_nonce: acct.next_nonce,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatusView {
+    pub node: String,
+    pub chain_id: String,
+    pub epoch: u64,
+    pub round: u64,
+    pub committed_height: u64,
+    pub head_hash: String,
+    pub state_height: u64,
+    pub state_root: String,
+    pub peers: Vec<String>,
+    pub mempool_size: usize,
+    pub mempool_bytes: usize,
+}
+
+/// Chain id, epoch, round, committed height, head hash, state root, connected peers, pool size.
+#[utoipa::path(get, path = "/v1/status", responses((status = 200, body = StatusView)))]
+async fn status(State(st): St) -> Json<StatusView> {
+    let s = match st.chain.status.read() {
+        Ok(s) => s.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    let (size, bytes) = {
+        let pool = lock(&st.chain.mempool);
+        (pool.len(), pool.bytes())
+    };
+    Json(StatusView {
+        node: st.node_name.clone(),
+        chain_id: s.chain_id,
+        epoch: s.epoch,
+        round: s.round,
+        committed_height: s.committed_height,
+        head_hash: s.head_hash,
+        state_height: s.state_height,
+        state_root: s.state_root,
+        peers: st
+            .chain
+            .net
+            .connected_peers()
+            .iter()
+            .map(|k| hex::encode(k.0))
+            .collect(),
+        mempool_size: size,
+        mempool_bytes: bytes,
+    })
+}
+
+/// Ready when connected to enough peers to reach a quorum with this node.
+async fn ready(State(st): St) -> Response {
+    let committee = &st.chain.genesis.committee;
+    let connected = st.chain.net.connected_peers().len() + 1;
+    if connected >= committee.quorum() {
+        "ready".into_response()
+    } else {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            format!(
+                "connected to {connected} of the {} validators a quorum needs",
+                committee.quorum()
+            ),
+        )
+        .into_response()
+    }
+}
+
+async fn metrics(State(st): St) -> Response {
+    let m = &st.chain.metrics;
+    let s = match st.chain.status.read() {
+        Ok(s) => s.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    let net = st.chain.net.stats();
+    let (pool_len, pool_bytes) = {
+        let pool = lock(&st.chain.mempool);
+        (pool.len(), pool.bytes())
+    };
+    let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let lines = [
+        (
+            "counter",
+            "trellis_chain_blocks_committed_total",
+            ld(&m.blocks_committed),
+        ),
+        (
+            "counter",
+            "trellis_chain_txs_committed_total",
+            ld(&m.txs_committed),
+        ),
+        (
+            "counter",
+            "trellis_chain_txs_failed_total",
+            ld(&m.txs_failed),
+        ),
+        (
+            "counter",
+            "trellis_mempool_txs_admitted_total",
+            ld(&m.txs_admitted),
+        ),
+        (
+            "counter",
+            "trellis_mempool_txs_rejected_total",
+            ld(&m.txs_rejected),
+        ),
+        (
+            "counter",
+            "trellis_chain_commit_duration_microseconds_total",
+            ld(&m.commit_micros_total),
+        ),
+        (
+            "counter",
+            "trellis_net_malformed_frames_total",
+            ld(&m.malformed_frames),
+        ),
+        (
+            "counter",
+            "trellis_chain_sync_served_total",
+            ld(&m.sync_served),
+        ),
+        ("counter", "trellis_net_frames_in_total", net.frames_in),
+        ("counter", "trellis_net_frames_out_total", net.frames_out),
+        ("counter", "trellis_net_bytes_in_total", net.bytes_in),
+        ("counter", "trellis_net_bytes_out_total", net.bytes_out),
+        (
+            "counter",
+            "trellis_net_oversized_frames_total",
+            net.oversized_frames,
+        ),
+        (
+            "counter",
+            "trellis_net_handshake_failures_total",
+            net.handshake_failures,
+        ),
+        (
+            "counter",
+            "trellis_net_refused_peers_total",
+            net.refused_peers,
+        ),
+        (
+            "counter",
+            "trellis_net_dropped_outbound_total",
+            net.dropped_outbound,
+        ),
+        (
+            "gauge",
+            "trellis_chain_committed_height",
+            s.committed_height,
+        ),
+        ("gauge", "trellis_chain_epoch", s.epoch),
+        ("gauge", "trellis_chain_round", s.round),
+        ("gauge", "trellis_mempool_txs", pool_len as u64),
+        ("gauge", "trellis_mempool_bytes", pool_bytes as u64),
+        (
+            "gauge",
+            "trellis_net_peers_connected",
+            st.chain.net.connected_peers().len() as u64,
+        ),
+    ];
+    let mut out = String::new();
+    for (kind, name, v) in lines {
+        out.push_str(&format!("# TYPE {name} {kind}\n{name} {v}\n"));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Trellis node client API", version = "1"),
+    paths(submit, tx_status, latest_block, block_at, anchor, account, status),
+    components(schemas(
+        Problem,
+        SubmitRequest,
+        Accepted,
+        BatchAccepted,
+        BatchItem,
+        TxStatus,
+        BlockView,
+        AccountView,
+        StatusView
+    ))
+)]
+pub struct ApiDoc;

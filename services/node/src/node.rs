@@ -1,0 +1,344 @@
+//! A running node: configuration (file, then `TRELLIS__SECTION__KEY` overrides), key files, and
+//! the assembly of network, store, driver, dispatcher and client API for the beacon chain.
+
+use crate::chain::{ChainConfig, ChainShared, Driver, DriverEvent, dispatch};
+use crate::net::{NetConfig, Network, PeerAddr, TlsMaterial};
+use crate::store::NodeStore;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use trellis_consensus::ReplicaConfig;
+use trellis_types::genesis::Genesis;
+use trellis_types::{PublicKey, Signer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Chain(#[from] crate::chain::ChainError),
+    #[error("network: {0}")]
+    Net(String),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("api: {0}")]
+    Api(String),
+}
+
+fn read(path: &Path) -> Result<String, NodeError> {
+    std::fs::read_to_string(path).map_err(|e| NodeError::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// A key file: an ed25519 key (its 32-byte seed) with who it belongs to. Written by
+/// `trellis devnet init` with mode 0600; the secret is never printed.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct KeyFile {
+    pub name: String,
+    /// `validator`, `member`, `operator`, `regulator` or `bank`.
+    pub role: String,
+    #[serde(default)]
+    pub org: String,
+    pub public_key: String,
+    pub secret_seed: String,
+}
+
+impl std::fmt::Debug for KeyFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyFile")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("public_key", &self.public_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyFile {
+    pub fn new(name: &str, role: &str, org: &str, seed: [u8; 32]) -> KeyFile {
+        let signer = Signer::from_seed(seed);
+        KeyFile {
+            name: name.into(),
+            role: role.into(),
+            org: org.into(),
+            public_key: hex::encode(signer.public_key().0),
+            secret_seed: hex::encode(seed),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<KeyFile, NodeError> {
+        serde_json::from_str(&read(path)?).map_err(|e| NodeError::File {
+            path: path.display().to_string(),
+            reason: format!("not a key file: {e}"),
+        })
+    }
+
+    pub fn signer(&self) -> Result<Signer, NodeError> {
+        let bad = || {
+            NodeError::Config(format!(
+                "key `{}`: secret_seed is not 32 bytes of hex",
+                self.name
+            ))
+        };
+        let seed: [u8; 32] = hex::decode(&self.secret_seed)
+            .map_err(|_| bad())?
+            .try_into()
+            .map_err(|_| bad())?;
+        let signer = Signer::from_seed(seed);
+        if hex::encode(signer.public_key().0) != self.public_key {
+            return Err(NodeError::Config(format!(
+                "key `{}`: public_key does not match the secret",
+                self.name
+            )));
+        }
+        Ok(signer)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TlsPaths {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PeerConfig {
+    pub name: String,
+    pub consensus_key: String,
+    pub p2p_addr: String,
+    pub server_name: String,
+}
+
+/// Knobs with defaults that suit a LAN.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Tuning {
+    pub base_timeout_ms: u64,
+    pub max_timeout_ms: u64,
+    pub empty_block_delay_ms: u64,
+    pub mempool_max_txs: usize,
+    pub mempool_max_bytes: usize,
+    pub max_frame_bytes: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            base_timeout_ms: 1_000,
+            max_timeout_ms: 8_000,
+            empty_block_delay_ms: 200,
+            mempool_max_txs: 200_000,
+            mempool_max_bytes: 128 * 1024 * 1024,
+            max_frame_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// One node's configuration file (JSON). Relative paths are relative to the file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub genesis: PathBuf,
+    pub key_file: PathBuf,
+    pub p2p_listen: SocketAddr,
+    pub api_listen: SocketAddr,
+    pub tls: TlsPaths,
+    pub peers: Vec<PeerConfig>,
+    #[serde(default)]
+    pub tuning: Tuning,
+}
+
+impl NodeConfig {
+    /// Reads the file, applies `TRELLIS__SECTION__KEY` overrides from `env`, resolves paths.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<NodeConfig, NodeError> {
+        let mut value: serde_json::Value =
+            serde_json::from_str(&read(path)?).map_err(|e| NodeError::File {
+                path: path.display().to_string(),
+                reason: format!("not valid JSON: {e}"),
+            })?;
+        for (k, v) in env {
+            let Some(rest) = k.strip_prefix("TRELLIS__") else {
+                continue;
+            };
+            let keys: Vec<String> = rest.split("__").map(|s| s.to_lowercase()).collect();
+            let parsed = serde_json::from_str(&v).unwrap_or(serde_json::Value::String(v));
+            set_path(&mut value, &keys, parsed);
+        }
+        let mut config: NodeConfig = serde_json::from_value(value)
+            .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut config.data_dir,
+            &mut config.genesis,
+            &mut config.key_file,
+            &mut config.tls.ca,
+            &mut config.tls.cert,
+            &mut config.tls.key,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        for p in &mut config.tls.crls {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(config)
+    }
+}
+
+fn set_path(value: &mut serde_json::Value, keys: &[String], v: serde_json::Value) {
+    let Some((first, rest)) = keys.split_first() else {
+        *value = v;
+        return;
+    };
+    if !value.is_object() {
+        *value = serde_json::Value::Object(Default::default());
+    }
+    if let Some(map) = value.as_object_mut() {
+        let entry = map.entry(first.clone()).or_insert(serde_json::Value::Null);
+        set_path(entry, rest, v);
+    }
+}
+
+fn parse_key(hex_key: &str, what: &str) -> Result<PublicKey, NodeError> {
+    let bytes: [u8; 32] = hex::decode(hex_key)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| NodeError::Config(format!("{what}: not 32 bytes of hex")))?;
+    Ok(PublicKey(bytes))
+}
+
+/// A node that is running; dropping it does not stop it, [`RunningNode::shutdown`] does.
+pub struct RunningNode {
+    pub name: String,
+    pub api_addr: SocketAddr,
+    pub p2p_addr: SocketAddr,
+    pub shared: Arc<ChainShared>,
+    driver_tx: mpsc::Sender<DriverEvent>,
+    tasks: Vec<JoinHandle<()>>,
+    api_stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl RunningNode {
+    pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
+        let genesis = Genesis::from_json(&read(&config.genesis)?).map_err(|e| NodeError::File {
+            path: config.genesis.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let signer = KeyFile::load(&config.key_file)?.signer()?;
+        let me = signer.public_key();
+        let mut peers = Vec::new();
+        for p in &config.peers {
+            peers.push(PeerAddr {
+                key: parse_key(&p.consensus_key, &format!("peer `{}`", p.name))?,
+                addr: p.p2p_addr.clone(),
+                server_name: p.server_name.clone(),
+            });
+        }
+        let mut crl_pems = Vec::new();
+        for p in &config.tls.crls {
+            crl_pems.push(read(p)?);
+        }
+        let tls = TlsMaterial {
+            ca_pem: read(&config.tls.ca)?,
+            cert_pem: read(&config.tls.cert)?,
+            key_pem: read(&config.tls.key)?,
+            crl_pems,
+        };
+        let t = &config.tuning;
+        let net_config = NetConfig {
+            listen: config.p2p_listen,
+            me,
+            peers,
+            max_frame_bytes: t.max_frame_bytes,
+            reconnect_min_ms: 50,
+            reconnect_max_ms: 2_000,
+            send_queue: 4_096,
+        };
+        let (net, inbound) = Network::start(net_config, tls)
+            .await
+            .map_err(|e| NodeError::Net(e.to_string()))?;
+        let p2p_addr = net.local_addr();
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| NodeError::File {
+            path: config.data_dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let store = NodeStore::open(&config.data_dir.join("store"))?;
+        let chain_config = ChainConfig {
+            replica: ReplicaConfig {
+                base_timeout_ms: t.base_timeout_ms,
+                max_timeout_ms: t.max_timeout_ms,
+                ..ReplicaConfig::default()
+            },
+            mempool: crate::mempool::MempoolConfig {
+                max_txs: t.mempool_max_txs,
+                max_bytes: t.mempool_max_bytes,
+                max_tx_bytes: genesis.params.max_tx_bytes as usize,
+                ..Default::default()
+            },
+            empty_block_delay_ms: t.empty_block_delay_ms,
+            ..ChainConfig::default()
+        };
+        let (driver, shared) = Driver::open(&genesis, signer, &chain_config, store, net)?;
+        let (driver_tx, driver_rx) = mpsc::channel(4_096);
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(driver.run(driver_rx)));
+        tasks.push(tokio::spawn(dispatch(
+            shared.clone(),
+            inbound,
+            driver_tx.clone(),
+        )));
+        let listener = tokio::net::TcpListener::bind(config.api_listen)
+            .await
+            .map_err(|e| NodeError::Api(format!("bind {}: {e}", config.api_listen)))?;
+        let api_addr = listener
+            .local_addr()
+            .map_err(|e| NodeError::Api(e.to_string()))?;
+        let (api_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = crate::api::router(shared.clone(), config.name.clone());
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "client API stopped");
+            }
+        }));
+        tracing::info!(node = %config.name, %api_addr, %p2p_addr, "node started");
+        Ok(RunningNode {
+            name: config.name,
+            api_addr,
+            p2p_addr,
+            shared,
+            driver_tx,
+            tasks,
+            api_stop,
+        })
+    }
+
+    /// Stops the API, the driver and the network; every commit already returned is on disk.
+    pub async fn shutdown(self) {
+        let _ = self.api_stop.send(());
+        let _ = self.driver_tx.send(DriverEvent::Shutdown).await;
+        self.shared.net.shutdown().await;
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}

@@ -1,0 +1,1211 @@
+//! The node's durable store: committed blocks, their certificates, the transaction index, state
+//! roots, epoch-change proofs, the consensus core's safety data, pending blocks, and the state
+//! tree's nodes — one fjall database per node directory.
+//!
+//! # Durability
+//!
+//! One database means one journal: a write made durable with `PersistMode::SyncAll` makes every
+//! earlier write durable too. [`NodeStore::commit`] writes everything a committed height needs
+//! (block, certificate, tx index, root, JMT update, epoch change, head record, pending-block
+//! deletions) as ONE atomic batch synced before it returns, so after a crash a height is either
+//! fully there or not at all. [`NodeStore::put_safety`] syncs too; pending blocks and pruning
+//! are not synced by themselves (the next sync covers them).
+//!
+//! # Layout
+//!
+//! Every record is the caller's opaque bytes, except the state tree's, which this module
+//! encodes (see `encode_node_key` / `encode_node`). Heights and epochs are big-endian so that
+//! ranges iterate in order.
+//!
+//! | keyspace      | key                                   | value                            |
+//! |---------------|---------------------------------------|----------------------------------|
+//! | `blocks`      | height                                | block bytes                      |
+//! | `block_ids`   | block id (32)                         | height                           |
+//! | `pending`     | height ‖ block id                     | block bytes                      |
+//! | `certs`       | height                                | certificate bytes                |
+//! | `txs`         | tx hash (32)                          | caller's location/outcome record |
+//! | `roots`       | height                                | state root (32)                  |
+//! | `epochs`      | epoch                                 | proof that ended the epoch       |
+//! | `meta`        | `format`, `head`, `safety`, `last`    | format byte, bytes, bytes, height|
+//! | `jmt_nodes`   | node key (version ‖ nibble path)      | node                             |
+//! | `jmt_values`  | key hash (32) ‖ version               | 0 (deleted) or 1 ‖ value bytes   |
+//! | `jmt_stale`   | stale-since version ‖ node key        | empty                            |
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
+use jmt::storage::{LeafNode, NibblePath, Node, NodeKey, TreeReader, TreeUpdateBatch};
+use jmt::{KeyHash, OwnedValue, Version};
+use sha2::Sha256;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// The layout version written in `meta/format`.
+const FORMAT: u8 = 1;
+
+const META_FORMAT: &[u8] = b"format";
+const META_HEAD: &[u8] = b"head";
+const META_SAFETY: &[u8] = b"safety";
+const META_LAST: &[u8] = b"last";
+
+/// The hash of jmt's empty (null) node.
+const PLACEHOLDER_HASH: [u8; 32] = *b"SPARSE_MERKLE_PLACEHOLDER_HASH__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage: {0}")]
+    Storage(#[from] fjall::Error),
+    #[error("commit of height {height} does not follow the last committed height {last}")]
+    OutOfOrder { height: u64, last: u64 },
+    #[error("commit of height {height} is inconsistent: {reason}")]
+    InvalidCommit { height: u64, reason: String },
+    #[error("corrupt {what}: {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error("store format {found} is not supported (this build reads format {FORMAT})")]
+    UnknownFormat { found: u8 },
+}
+
+fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        what: what.into(),
+        detail: detail.into(),
+    }
+}
+
+/// What one committed height writes; see [`NodeStore::commit`].
+#[derive(Debug)]
+pub struct CommitBatch {
+    pub height: u64,
+    pub block_id: [u8; 32],
+    pub block: Vec<u8>,
+    pub cert: Vec<u8>,
+    /// The root `tree` produces at version `height`.
+    pub state_root: [u8; 32],
+    /// From `StateTree::prepare(height, ..)`.
+    pub tree: TreeUpdateBatch,
+    /// Tx hash → the caller's location/outcome record.
+    pub txs: Vec<([u8; 32], Vec<u8>)>,
+    /// `(epoch, proof that ended epoch)`, when this block ends one.
+    pub epoch_change: Option<(u64, Vec<u8>)>,
+    /// The caller's head record, returned by [`NodeStore::head`].
+    pub head: Vec<u8>,
+}
+
+struct Inner {
+    path: PathBuf,
+    db: Database,
+    blocks: Keyspace,
+    block_ids: Keyspace,
+    pending: Keyspace,
+    certs: Keyspace,
+    txs: Keyspace,
+    roots: Keyspace,
+    epochs: Keyspace,
+    meta: Keyspace,
+    nodes: Keyspace,
+    values: Keyspace,
+    stale: Keyspace,
+    /// Serialises the writers that check-then-write (commit, prune).
+    writer: Mutex<()>,
+}
+
+/// The node's durable store. Cheap to clone: clones share one open database, so the driver and
+/// the API's reader threads can each hold one.
+#[derive(Clone)]
+pub struct NodeStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for NodeStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeStore {
+    /// Opens (creating if needed) the store in `dir`. Recovers from the journal after a crash:
+    /// every commit that returned is there, nothing of a commit that did not.
+    pub fn open(dir: &Path) -> Result<NodeStore, StoreError> {
+        let db = Database::builder(dir).open()?;
+        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        let inner = Inner {
+            path: dir.to_path_buf(),
+            blocks: ks("blocks")?,
+            block_ids: ks("block_ids")?,
+            pending: ks("pending")?,
+            certs: ks("certs")?,
+            txs: ks("txs")?,
+            roots: ks("roots")?,
+            epochs: ks("epochs")?,
+            meta: ks("meta")?,
+            nodes: ks("jmt_nodes")?,
+            values: ks("jmt_values")?,
+            stale: ks("jmt_stale")?,
+            db,
+            writer: Mutex::new(()),
+        };
+        match inner.meta.get(META_FORMAT)? {
+            None => {
+                let mut batch = inner.db.batch().durability(Some(PersistMode::SyncAll));
+                batch.insert(&inner.meta, META_FORMAT, [FORMAT]);
+                batch.commit()?;
+            }
+            Some(v) if v.as_ref() == [FORMAT] => {}
+            Some(v) => match v.as_ref() {
+                [found] => return Err(StoreError::UnknownFormat { found: *found }),
+                _ => return Err(corrupt("format marker", format!("{} bytes", v.len()))),
+            },
+        }
+        Ok(NodeStore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    fn write_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The guarded state is on disk; a panicked writer left nothing half-done in memory.
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(ks: &Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(ks.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Safety data of the consensus core (opaque bytes). Durable (SyncAll) before returning.
+    pub fn put_safety(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut batch = self.inner.db.batch().durability(Some(PersistMode::SyncAll));
+        batch.insert(&self.inner.meta, META_SAFETY, bytes);
+        batch.commit()?;
+        Ok(())
+    }
+
+    pub fn safety(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Self::get(&self.inner.meta, META_SAFETY)
+    }
+
+    /// A block that entered the block tree, not yet committed. Not synced by itself (the next
+    /// sync covers it).
+    pub fn put_pending_block(
+        &self,
+        id: [u8; 32],
+        height: u64,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        self.inner.pending.insert(pending_key(height, &id), bytes)?;
+        Ok(())
+    }
+
+    /// The pending blocks, by ascending height.
+    pub fn pending_blocks(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.inner
+            .pending
+            .iter()
+            .map(|g| Ok(g.value()?.to_vec()))
+            .collect()
+    }
+
+    /// Atomically (one batch) and durably (SyncAll): the committed block, its certificate, the
+    /// tx index entries, the state root at this height, the JMT update, an optional epoch-change
+    /// proof, the new head record, and deletion of pending blocks at or below `height`.
+    ///
+    /// Refused, writing nothing: a height that is not the last committed height + 1
+    /// ([`StoreError::OutOfOrder`]; the first commit may be any height), and a tree update that
+    /// is not for version `height` or whose root node does not hash to `state_root`
+    /// ([`StoreError::InvalidCommit`]).
+    pub fn commit(&self, c: CommitBatch) -> Result<(), StoreError> {
+        let _writer = self.write_lock();
+        if let Some(last) = self.last_committed_height()?
+            && last.checked_add(1) != Some(c.height)
+        {
+            return Err(StoreError::OutOfOrder {
+                height: c.height,
+                last,
+            });
+        }
+        check_tree_update(&c)?;
+
+        let s = &self.inner;
+        let h = c.height.to_be_bytes();
+        let nodes = c.tree.node_batch.nodes();
+        let values = c.tree.node_batch.values();
+        let mut batch = OwnedWriteBatch::with_capacity(
+            s.db.clone(),
+            8 + c.txs.len() + nodes.len() + values.len() + c.tree.stale_node_index_batch.len(),
+        )
+        .durability(Some(PersistMode::SyncAll));
+        batch.insert(&s.blocks, h, c.block);
+        batch.insert(&s.block_ids, c.block_id, h);
+        batch.insert(&s.certs, h, c.cert);
+        batch.insert(&s.roots, h, c.state_root);
+        for (hash, record) in c.txs {
+            batch.insert(&s.txs, hash, record);
+        }
+        if let Some((epoch, proof)) = c.epoch_change {
+            batch.insert(&s.epochs, epoch.to_be_bytes(), proof);
+        }
+        batch.insert(&s.meta, META_HEAD, c.head);
+        batch.insert(&s.meta, META_LAST, h);
+        for (key, node) in nodes {
+            batch.insert(&s.nodes, encode_node_key(key), encode_node(node)?);
+        }
+        for ((version, kh), value) in values {
+            batch.insert(
+                &s.values,
+                value_key(kh, *version),
+                encode_value(value.as_deref()),
+            );
+        }
+        for stale in &c.tree.stale_node_index_batch {
+            batch.insert(
+                &s.stale,
+                stale_key(stale.stale_since_version, &stale.node_key),
+                [],
+            );
+        }
+        for g in s.pending.range(..=pending_key(c.height, &[0xff; 32])) {
+            batch.remove(&s.pending, g.key()?);
+        }
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// The height of the last commit, if any.
+    pub fn last_committed_height(&self) -> Result<Option<u64>, StoreError> {
+        match self.inner.meta.get(META_LAST)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(be_u64(&v, || "last committed height".into())?)),
+        }
+    }
+
+    /// The head record bytes of the last commit.
+    pub fn head(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Self::get(&self.inner.meta, META_HEAD)
+    }
+
+    pub fn block(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Self::get(&self.inner.blocks, &height.to_be_bytes())
+    }
+
+    pub fn cert(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Self::get(&self.inner.certs, &height.to_be_bytes())
+    }
+
+    /// The height of a committed block.
+    pub fn height_of(&self, id: &[u8; 32]) -> Result<Option<u64>, StoreError> {
+        match self.inner.block_ids.get(id)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(be_u64(&v, || {
+                format!("height of block {}", hex::encode(id))
+            })?)),
+        }
+    }
+
+    /// The caller's record for a committed transaction.
+    pub fn tx(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        Self::get(&self.inner.txs, hash)
+    }
+
+    pub fn state_root(&self, height: u64) -> Result<Option<[u8; 32]>, StoreError> {
+        match self.inner.roots.get(height.to_be_bytes())? {
+            None => Ok(None),
+            Some(v) => match <[u8; 32]>::try_from(v.as_ref()) {
+                Ok(root) => Ok(Some(root)),
+                Err(_) => Err(corrupt(
+                    format!("state root at height {height}"),
+                    format!("{} bytes, expected 32", v.len()),
+                )),
+            },
+        }
+    }
+
+    /// The proof that ended `epoch`.
+    pub fn epoch_change(&self, epoch: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Self::get(&self.inner.epochs, &epoch.to_be_bytes())
+    }
+
+    /// Every stored epoch-change proof, by ascending epoch.
+    pub fn epoch_changes(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.inner
+            .epochs
+            .iter()
+            .map(|g| {
+                let (k, v) = g.into_inner()?;
+                Ok((be_u64(&k, || "epoch-change key".into())?, v.to_vec()))
+            })
+            .collect()
+    }
+
+    /// Deletes the JMT nodes that became stale at or before `keep_from` (every version from
+    /// `keep_from` on stays readable) and the value history those versions no longer need.
+    /// Returns the number of nodes deleted. Not synced by itself (the next sync covers it; a
+    /// crash before it only leaves garbage that the next prune deletes).
+    pub fn prune_state(&self, keep_from: u64) -> Result<usize, StoreError> {
+        let _writer = self.write_lock();
+        let s = &self.inner;
+        let mut batch = s.db.batch();
+        let mut pruned = 0;
+        let mut leaf_keys = BTreeSet::new();
+        let stale = match keep_from.checked_add(1) {
+            Some(end) => s.stale.range(..end.to_be_bytes()),
+            None => s.stale.iter(),
+        };
+        for g in stale {
+            let key = g.key()?;
+            let node_key = key
+                .get(8..)
+                .ok_or_else(|| corrupt("stale-node index key", format!("{} bytes", key.len())))?;
+            if let Some(bytes) = s.nodes.get(node_key)? {
+                if let Node::Leaf(leaf) = decode_node(&bytes, node_key)? {
+                    leaf_keys.insert(leaf.key_hash());
+                }
+                batch.remove(&s.nodes, node_key);
+                pruned += 1;
+            }
+            batch.remove(&s.stale, key);
+        }
+        // For each key whose leaf was replaced: reads at `keep_from` or later need at most the
+        // newest value written at or before `keep_from` (and not even that if it is a deletion).
+        for kh in leaf_keys {
+            let mut history = Vec::new();
+            for g in s
+                .values
+                .range(value_key(&kh, 0)..=value_key(&kh, keep_from))
+            {
+                let (k, v) = g.into_inner()?;
+                history.push((k, v.first() == Some(&1)));
+            }
+            let keep = match history.last() {
+                Some((k, true)) => Some(k.clone()),
+                _ => None,
+            };
+            for (k, _) in history {
+                if Some(&k) != keep.as_ref() {
+                    batch.remove(&s.values, k);
+                }
+            }
+        }
+        batch.commit()?;
+        Ok(pruned)
+    }
+}
+
+impl TreeReader for NodeStore {
+    fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        let key = encode_node_key(node_key);
+        match self.inner.nodes.get(&key).map_err(StoreError::from)? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(decode_node(&bytes, &key)?)),
+        }
+    }
+
+    fn get_value_option(
+        &self,
+        max_version: Version,
+        key_hash: KeyHash,
+    ) -> anyhow::Result<Option<OwnedValue>> {
+        let newest = self
+            .inner
+            .values
+            .range(value_key(&key_hash, 0)..=value_key(&key_hash, max_version))
+            .next_back();
+        match newest {
+            None => Ok(None),
+            Some(g) => {
+                let (k, v) = g.into_inner().map_err(StoreError::from)?;
+                Ok(decode_value(&v, &k)?)
+            }
+        }
+    }
+
+    /// A full scan; only restoring a tree from chunks uses it.
+    fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+        let mut best: Option<(NodeKey, LeafNode)> = None;
+        for g in self.inner.nodes.iter() {
+            let (k, v) = g.into_inner().map_err(StoreError::from)?;
+            if let Node::Leaf(leaf) = decode_node(&v, &k)?
+                && best
+                    .as_ref()
+                    .is_none_or(|(_, b)| leaf.key_hash() > b.key_hash())
+            {
+                best = Some((decode_node_key(&k)?, leaf));
+            }
+        }
+        Ok(best)
+    }
+}
+
+/// Refuses a tree update that is not for version `c.height` or whose root is not `c.state_root`.
+fn check_tree_update(c: &CommitBatch) -> Result<(), StoreError> {
+    let invalid = |reason: String| StoreError::InvalidCommit {
+        height: c.height,
+        reason,
+    };
+    let nodes = c.tree.node_batch.nodes();
+    if let Some(k) = nodes.keys().find(|k| k.version() != c.height) {
+        return Err(invalid(format!("tree node at version {}", k.version())));
+    }
+    if let Some((v, _)) = c
+        .tree
+        .node_batch
+        .values()
+        .keys()
+        .find(|(v, _)| *v != c.height)
+    {
+        return Err(invalid(format!("tree value at version {v}")));
+    }
+    if let Some(s) = c
+        .tree
+        .stale_node_index_batch
+        .iter()
+        .find(|s| s.stale_since_version != c.height)
+    {
+        return Err(invalid(format!(
+            "node stale since version {}",
+            s.stale_since_version
+        )));
+    }
+    let root_key = NodeKey::new(c.height, NibblePath::from_iter(std::iter::empty()));
+    let root = nodes
+        .get(&root_key)
+        .ok_or_else(|| invalid("the tree update has no root node".into()))?;
+    if node_hash(root) != c.state_root {
+        return Err(invalid(
+            "the tree's root does not hash to state_root".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn node_hash(node: &Node) -> [u8; 32] {
+    match node {
+        Node::Null => PLACEHOLDER_HASH,
+        Node::Internal(n) => n.hash::<Sha256>(),
+        Node::Leaf(n) => n.hash::<Sha256>(),
+    }
+}
+
+fn be_u64(bytes: &[u8], what: impl FnOnce() -> String) -> Result<u64, StoreError> {
+    match <[u8; 8]>::try_from(bytes) {
+        Ok(b) => Ok(u64::from_be_bytes(b)),
+        Err(_) => Err(corrupt(
+            what(),
+            format!("{} bytes, expected 8", bytes.len()),
+        )),
+    }
+}
+
+fn pending_key(height: u64, id: &[u8; 32]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(40);
+    k.extend_from_slice(&height.to_be_bytes());
+    k.extend_from_slice(id);
+    k
+}
+
+fn value_key(kh: &KeyHash, version: Version) -> Vec<u8> {
+    let mut k = Vec::with_capacity(40);
+    k.extend_from_slice(&kh.0);
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
+fn stale_key(stale_since: Version, node_key: &NodeKey) -> Vec<u8> {
+    let mut k = stale_since.to_be_bytes().to_vec();
+    k.extend_from_slice(&encode_node_key(node_key));
+    k
+}
+
+fn encode_value(value: Option<&[u8]>) -> Vec<u8> {
+    match value {
+        None => vec![0],
+        Some(v) => {
+            let mut out = Vec::with_capacity(1 + v.len());
+            out.push(1);
+            out.extend_from_slice(v);
+            out
+        }
+    }
+}
+
+fn decode_value(bytes: &[u8], key: &[u8]) -> Result<Option<OwnedValue>, StoreError> {
+    match bytes.split_first() {
+        Some((0, [])) => Ok(None),
+        Some((1, v)) => Ok(Some(v.to_vec())),
+        _ => Err(corrupt(
+            format!("tree value {}", hex::encode(key)),
+            "bad tag",
+        )),
+    }
+}
+
+/// `version (8, big-endian) ‖ nibble count (1) ‖ nibbles packed two per byte, high first`.
+fn encode_node_key(key: &NodeKey) -> Vec<u8> {
+    let path = key.nibble_path();
+    let n = path.num_nibbles();
+    let mut out = Vec::with_capacity(9 + n.div_ceil(2));
+    out.extend_from_slice(&key.version().to_be_bytes());
+    // A path has at most 64 nibbles (32-byte key hashes).
+    out.push(n as u8);
+    let mut nibbles = path.nibbles().map(u8::from);
+    while let Some(hi) = nibbles.next() {
+        out.push(hi << 4 | nibbles.next().unwrap_or(0));
+    }
+    out
+}
+
+fn decode_node_key(bytes: &[u8]) -> Result<NodeKey, StoreError> {
+    let bad = |detail: &str| corrupt(format!("tree node key {}", hex::encode(bytes)), detail);
+    let (version, rest) = bytes
+        .split_first_chunk::<8>()
+        .ok_or_else(|| bad("too short"))?;
+    let (&n, packed) = rest.split_first().ok_or_else(|| bad("too short"))?;
+    let n = usize::from(n);
+    if n > 64 {
+        return Err(bad("more than 64 nibbles"));
+    }
+    if packed.len() != n.div_ceil(2) {
+        return Err(bad("nibble count does not match its bytes"));
+    }
+    if n % 2 == 1 && packed.last().is_some_and(|b| b & 0x0f != 0) {
+        return Err(bad("odd path with a non-zero pad nibble"));
+    }
+    let path: NibblePath = packed
+        .iter()
+        .flat_map(|b| [b >> 4, b & 0x0f])
+        .take(n)
+        .map(Into::into)
+        .collect();
+    Ok(NodeKey::new(u64::from_be_bytes(*version), path))
+}
+
+/// A node: jmt's serde shape of [`Node`] in [`codec`]'s compact encoding. On read the bytes are
+/// first decoded as [`shape::NodeShape`] and checked (child counts, leaf counts, a non-leaf
+/// only child), so a corrupt node is an error here instead of a panic inside jmt.
+fn encode_node(node: &Node) -> Result<Vec<u8>, StoreError> {
+    codec::to_bytes(node).map_err(|e| StoreError::InvalidCommit {
+        height: 0,
+        reason: format!("cannot encode a tree node: {e}"),
+    })
+}
+
+fn decode_node(bytes: &[u8], key: &[u8]) -> Result<Node, StoreError> {
+    let bad = |detail: String| corrupt(format!("tree node {}", hex::encode(key)), detail);
+    let shape: shape::NodeShape = codec::from_bytes(bytes).map_err(|e| bad(e.to_string()))?;
+    shape.check().map_err(|e| bad(e.into()))?;
+    codec::from_bytes(bytes).map_err(|e| bad(e.to_string()))
+}
+
+/// A mirror of jmt 0.12's serde shape of [`Node`] (same variants and fields in the same order;
+/// `usize` travels as `u64`), to check a stored node before jmt sees it.
+mod shape {
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub enum NodeShape {
+        Null,
+        Internal(InternalShape),
+        Leaf(#[allow(dead_code)] LeafShape),
+    }
+
+    #[derive(Deserialize)]
+    pub struct InternalShape {
+        children: ChildrenShape,
+        leaf_count: u64,
+    }
+
+    #[derive(Deserialize)]
+    pub struct ChildrenShape {
+        children: Box<[Option<ChildShape>; 16]>,
+        num_children: u64,
+    }
+
+    #[derive(Deserialize)]
+    pub struct ChildShape {
+        _hash: [u8; 32],
+        _version: u64,
+        node_type: NodeTypeShape,
+    }
+
+    #[derive(Deserialize)]
+    pub enum NodeTypeShape {
+        Leaf,
+        Internal { leaf_count: u64 },
+    }
+
+    #[derive(Deserialize)]
+    pub struct LeafShape {
+        _key_hash: [u8; 32],
+        _value_hash: [u8; 32],
+    }
+
+    impl NodeShape {
+        /// The invariants jmt's constructors keep and its readers rely on.
+        pub fn check(&self) -> Result<(), &'static str> {
+            let NodeShape::Internal(node) = self else {
+                return Ok(());
+            };
+            let children: Vec<&ChildShape> = node.children.children.iter().flatten().collect();
+            if children.len() as u64 != node.children.num_children {
+                return Err("child count does not match its children");
+            }
+            match children.as_slice() {
+                [] => return Err("internal node without children"),
+                [only] if matches!(only.node_type, NodeTypeShape::Leaf) => {
+                    return Err("internal node whose only child is a leaf");
+                }
+                _ => {}
+            }
+            let mut total: u64 = 0;
+            for child in children {
+                let count = match child.node_type {
+                    NodeTypeShape::Leaf => 1,
+                    NodeTypeShape::Internal { leaf_count } if leaf_count >= 2 => leaf_count,
+                    NodeTypeShape::Internal { .. } => {
+                        return Err("internal child with fewer than two leaves");
+                    }
+                };
+                total = total.checked_add(count).ok_or("leaf count overflows")?;
+            }
+            if total != node.leaf_count || usize::try_from(total).is_err() {
+                return Err("leaf count does not match its children");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A compact, non-self-describing serde encoding (in the manner of bincode) for the tree's
+/// node types: integers fixed-width big-endian, `bool`/option tags and enum variant indexes one
+/// byte, sequences and byte strings prefixed by a `u64` length, structs and tuples as their
+/// fields in order with no names. Decoding consumes every byte or fails.
+mod codec {
+    use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
+    use serde::ser::{self, Serialize};
+
+    #[derive(Debug)]
+    pub struct Error(String);
+
+    impl std::fmt::Display for Error {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for Error {}
+
+    impl ser::Error for Error {
+        fn custom<T: std::fmt::Display>(msg: T) -> Self {
+            Error(msg.to_string())
+        }
+    }
+
+    impl de::Error for Error {
+        fn custom<T: std::fmt::Display>(msg: T) -> Self {
+            Error(msg.to_string())
+        }
+    }
+
+    fn unsupported<T>(what: &str) -> Result<T, Error> {
+        Err(Error(format!("{what} is not supported by the tree codec")))
+    }
+
+    pub fn to_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
+        let mut encoder = Encoder(Vec::new());
+        value.serialize(&mut encoder)?;
+        Ok(encoder.0)
+    }
+
+    pub fn from_bytes<'de, T: de::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, Error> {
+        let mut decoder = Decoder(bytes);
+        let value = T::deserialize(&mut decoder)?;
+        if decoder.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(Error(format!("{} trailing bytes", decoder.0.len())))
+        }
+    }
+
+    struct Encoder(Vec<u8>);
+
+    impl Encoder {
+        fn variant(&mut self, index: u32) -> Result<(), Error> {
+            let index = u8::try_from(index).map_err(|_| Error("variant index > 255".into()))?;
+            self.0.push(index);
+            Ok(())
+        }
+    }
+
+    impl ser::Serializer for &mut Encoder {
+        type Ok = ();
+        type Error = Error;
+        type SerializeSeq = Self;
+        type SerializeTuple = Self;
+        type SerializeTupleStruct = Self;
+        type SerializeTupleVariant = Self;
+        type SerializeMap = ser::Impossible<(), Error>;
+        type SerializeStruct = Self;
+        type SerializeStructVariant = Self;
+
+        fn serialize_bool(self, v: bool) -> Result<(), Error> {
+            self.0.push(u8::from(v));
+            Ok(())
+        }
+        fn serialize_u8(self, v: u8) -> Result<(), Error> {
+            self.0.push(v);
+            Ok(())
+        }
+        fn serialize_u16(self, v: u16) -> Result<(), Error> {
+            self.0.extend_from_slice(&v.to_be_bytes());
+            Ok(())
+        }
+        fn serialize_u32(self, v: u32) -> Result<(), Error> {
+            self.0.extend_from_slice(&v.to_be_bytes());
+            Ok(())
+        }
+        fn serialize_u64(self, v: u64) -> Result<(), Error> {
+            self.0.extend_from_slice(&v.to_be_bytes());
+            Ok(())
+        }
+        fn serialize_i8(self, _: i8) -> Result<(), Error> {
+            unsupported("i8")
+        }
+        fn serialize_i16(self, _: i16) -> Result<(), Error> {
+            unsupported("i16")
+        }
+        fn serialize_i32(self, _: i32) -> Result<(), Error> {
+            unsupported("i32")
+        }
+        fn serialize_i64(self, _: i64) -> Result<(), Error> {
+            unsupported("i64")
+        }
+        fn serialize_f32(self, _: f32) -> Result<(), Error> {
+            unsupported("f32")
+        }
+        fn serialize_f64(self, _: f64) -> Result<(), Error> {
+            unsupported("f64")
+        }
+        fn serialize_char(self, _: char) -> Result<(), Error> {
+            unsupported("char")
+        }
+        fn serialize_str(self, _: &str) -> Result<(), Error> {
+            unsupported("str")
+        }
+        fn serialize_bytes(self, v: &[u8]) -> Result<(), Error> {
+            self.serialize_u64(v.len() as u64)?;
+            self.0.extend_from_slice(v);
+            Ok(())
+        }
+        fn serialize_none(self) -> Result<(), Error> {
+            self.0.push(0);
+            Ok(())
+        }
+        fn serialize_some<T: ?Sized + Serialize>(self, value: &T) -> Result<(), Error> {
+            self.0.push(1);
+            value.serialize(self)
+        }
+        fn serialize_unit(self) -> Result<(), Error> {
+            Ok(())
+        }
+        fn serialize_unit_struct(self, _: &'static str) -> Result<(), Error> {
+            Ok(())
+        }
+        fn serialize_unit_variant(
+            self,
+            _: &'static str,
+            index: u32,
+            _: &'static str,
+        ) -> Result<(), Error> {
+            self.variant(index)
+        }
+        fn serialize_newtype_struct<T: ?Sized + Serialize>(
+            self,
+            _: &'static str,
+            value: &T,
+        ) -> Result<(), Error> {
+            value.serialize(self)
+        }
+        fn serialize_newtype_variant<T: ?Sized + Serialize>(
+            self,
+            _: &'static str,
+            index: u32,
+            _: &'static str,
+            value: &T,
+        ) -> Result<(), Error> {
+            self.variant(index)?;
+            value.serialize(self)
+        }
+        fn serialize_seq(self, len: Option<usize>) -> Result<Self, Error> {
+            let len = len.ok_or_else(|| Error("sequence of unknown length".into()))?;
+            self.serialize_u64(len as u64)?;
+            Ok(self)
+        }
+        fn serialize_tuple(self, _: usize) -> Result<Self, Error> {
+            Ok(self)
+        }
+        fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self, Error> {
+            Ok(self)
+        }
+        fn serialize_tuple_variant(
+            self,
+            _: &'static str,
+            index: u32,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Self, Error> {
+            self.variant(index)?;
+            Ok(self)
+        }
+        fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Error> {
+            unsupported("map")
+        }
+        fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, Error> {
+            Ok(self)
+        }
+        fn serialize_struct_variant(
+            self,
+            _: &'static str,
+            index: u32,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Self, Error> {
+            self.variant(index)?;
+            Ok(self)
+        }
+    }
+
+    macro_rules! compound {
+        ($($trait:ident :: $method:ident),*) => {$(
+            impl ser::$trait for &mut Encoder {
+                type Ok = ();
+                type Error = Error;
+                fn $method<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
+                    value.serialize(&mut **self)
+                }
+                fn end(self) -> Result<(), Error> {
+                    Ok(())
+                }
+            }
+        )*};
+    }
+    compound!(
+        SerializeSeq::serialize_element,
+        SerializeTuple::serialize_element,
+        SerializeTupleStruct::serialize_field,
+        SerializeTupleVariant::serialize_field
+    );
+
+    impl ser::SerializeStruct for &mut Encoder {
+        type Ok = ();
+        type Error = Error;
+        fn serialize_field<T: ?Sized + Serialize>(
+            &mut self,
+            _: &'static str,
+            value: &T,
+        ) -> Result<(), Error> {
+            value.serialize(&mut **self)
+        }
+        fn end(self) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    impl ser::SerializeStructVariant for &mut Encoder {
+        type Ok = ();
+        type Error = Error;
+        fn serialize_field<T: ?Sized + Serialize>(
+            &mut self,
+            _: &'static str,
+            value: &T,
+        ) -> Result<(), Error> {
+            value.serialize(&mut **self)
+        }
+        fn end(self) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    struct Decoder<'de>(&'de [u8]);
+
+    impl<'de> Decoder<'de> {
+        fn take<const N: usize>(&mut self) -> Result<[u8; N], Error> {
+            let (head, rest) = self
+                .0
+                .split_first_chunk::<N>()
+                .ok_or_else(|| Error("unexpected end".into()))?;
+            self.0 = rest;
+            Ok(*head)
+        }
+        fn byte(&mut self) -> Result<u8, Error> {
+            Ok(self.take::<1>()?[0])
+        }
+        fn len(&mut self) -> Result<usize, Error> {
+            let len = u64::from_be_bytes(self.take::<8>()?);
+            // Every element takes at least one byte in the node types, so a longer length is
+            // corrupt (and would otherwise allocate or loop without bound).
+            usize::try_from(len)
+                .ok()
+                .filter(|len| *len <= self.0.len())
+                .ok_or_else(|| Error(format!("length {len} exceeds the input")))
+        }
+    }
+
+    impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
+        type Error = Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+            unsupported("self-describing decoding")
+        }
+        fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            match self.byte()? {
+                0 => visitor.visit_bool(false),
+                1 => visitor.visit_bool(true),
+                b => Err(Error(format!("bool byte {b}"))),
+            }
+        }
+        fn deserialize_u8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_u8(self.byte()?)
+        }
+        fn deserialize_u16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_u16(u16::from_be_bytes(self.take()?))
+        }
+        fn deserialize_u32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_u32(u32::from_be_bytes(self.take()?))
+        }
+        fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_u64(u64::from_be_bytes(self.take()?))
+        }
+        fn deserialize_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            let len = self.len()?;
+            let (bytes, rest) = self.0.split_at(len);
+            self.0 = rest;
+            visitor.visit_borrowed_bytes(bytes)
+        }
+        fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            self.deserialize_bytes(visitor)
+        }
+        fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            match self.byte()? {
+                0 => visitor.visit_none(),
+                1 => visitor.visit_some(self),
+                b => Err(Error(format!("option tag {b}"))),
+            }
+        }
+        fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_unit()
+        }
+        fn deserialize_unit_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            visitor.visit_unit()
+        }
+        fn deserialize_newtype_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            visitor.visit_newtype_struct(self)
+        }
+        fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            let len = self.len()?;
+            visitor.visit_seq(Fields {
+                de: self,
+                left: len,
+            })
+        }
+        fn deserialize_tuple<V: Visitor<'de>>(
+            self,
+            len: usize,
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            visitor.visit_seq(Fields {
+                de: self,
+                left: len,
+            })
+        }
+        fn deserialize_tuple_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            len: usize,
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            visitor.visit_seq(Fields {
+                de: self,
+                left: len,
+            })
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            visitor.visit_seq(Fields {
+                de: self,
+                left: fields.len(),
+            })
+        }
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            _: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            visitor.visit_enum(self)
+        }
+
+        serde::forward_to_deserialize_any! {
+            i8 i16 i32 i64 i128 u128 f32 f64 char str string map identifier ignored_any
+        }
+    }
+
+    struct Fields<'a, 'de> {
+        de: &'a mut Decoder<'de>,
+        left: usize,
+    }
+
+    impl<'de> de::SeqAccess<'de> for Fields<'_, 'de> {
+        type Error = Error;
+
+        fn next_element_seed<T: DeserializeSeed<'de>>(
+            &mut self,
+            seed: T,
+        ) -> Result<Option<T::Value>, Error> {
+            if self.left == 0 {
+                return Ok(None);
+            }
+            self.left -= 1;
+            seed.deserialize(&mut *self.de).map(Some)
+        }
+
+        fn size_hint(&self) -> Option<usize> {
+            Some(self.left)
+        }
+    }
+
+    impl<'de> de::EnumAccess<'de> for &mut Decoder<'de> {
+        type Error = Error;
+        type Variant = Self;
+
+        fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self), Error> {
+            let index = u32::from(self.byte()?);
+            let value = seed.deserialize(index.into_deserializer())?;
+            Ok((value, self))
+        }
+    }
+
+    impl<'de> de::VariantAccess<'de> for &mut Decoder<'de> {
+        type Error = Error;
+
+        fn unit_variant(self) -> Result<(), Error> {
+            Ok(())
+        }
+        fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, Error> {
+            seed.deserialize(self)
+        }
+        fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_seq(Fields {
+                de: self,
+                left: len,
+            })
+        }
+        fn struct_variant<V: Visitor<'de>>(
+            self,
+            fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            visitor.visit_seq(Fields {
+                de: self,
+                left: fields.len(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state_tree::{MemoryTreeStore, StateTree};
+    use sha2::Digest as _;
+    use trellis_ledger::state::{StateKey, WriteSet};
+    use trellis_types::Digest;
+
+    /// Every node and node key of a small tree's history: a null root, leaves, internal nodes
+    /// with one to sixteen children, odd and even paths.
+    fn sample() -> Vec<(NodeKey, Node)> {
+        let mut tree = StateTree::in_memory();
+        let mut out = Vec::new();
+        let mut step = |tree: &mut StateTree<MemoryTreeStore>, version, writes: WriteSet| {
+            let (_, batch) = tree.prepare(version, &writes).expect("prepare");
+            out.extend(batch.node_batch.nodes().clone());
+            tree.reader_mut().apply_batch(batch);
+            tree.committed(version);
+        };
+        step(&mut tree, 0, WriteSet::new());
+        for v in 1..=3u8 {
+            let writes = (0..40u8)
+                .map(|i| {
+                    let key = StateKey::anchor(&Digest([i; 32]));
+                    let value = (i % 7 != v).then(|| vec![v, i]);
+                    (key, value)
+                })
+                .collect();
+            step(&mut tree, u64::from(v), writes);
+        }
+        out
+    }
+
+    #[test]
+    fn tree_records_round_trip_and_their_encoding_is_pinned() {
+        let mut all = sha2::Sha256::new();
+        let sample = sample();
+        assert!(sample.iter().any(|(_, n)| matches!(n, Node::Null)));
+        assert!(
+            sample
+                .iter()
+                .any(|(k, _)| k.nibble_path().num_nibbles() % 2 == 1)
+        );
+        for (key, node) in &sample {
+            let k = encode_node_key(key);
+            let n = encode_node(node).expect("encode");
+            assert_eq!(&decode_node_key(&k).expect("key"), key);
+            assert_eq!(&decode_node(&n, &k).expect("node"), node);
+            all.update((k.len() as u32).to_be_bytes());
+            all.update(&k);
+            all.update((n.len() as u32).to_be_bytes());
+            all.update(&n);
+        }
+        // Changing this is changing the on-disk format: bump FORMAT and migrate.
+        assert_eq!(hex::encode(all.finalize()), PINNED);
+    }
+
+    const PINNED: &str = "8213abade6d33024eeb46845b69edd0b5d5f3dd7686ead0602b8ea68a8fabb68";
+
+    #[test]
+    fn damaged_tree_records_are_errors_not_panics() {
+        for (key, node) in sample().iter().step_by(3) {
+            for bytes in [encode_node_key(key), encode_node(node).expect("encode")] {
+                for cut in 0..bytes.len() {
+                    let _ = decode_node(&bytes[..cut], b"k");
+                    let _ = decode_node_key(&bytes[..cut]);
+                }
+                for i in 0..bytes.len() {
+                    for flip in [0x01, 0x10, 0x80, 0xff] {
+                        let mut damaged = bytes.clone();
+                        damaged[i] ^= flip;
+                        let _ = decode_node(&damaged, b"k");
+                        let _ = decode_node_key(&damaged);
+                    }
+                }
+            }
+        }
+        assert!(decode_node(&[], b"k").is_err());
+        assert!(decode_node(&[9], b"k").is_err());
+        assert!(decode_node(&[0, 0], b"k").is_err(), "trailing bytes");
+        assert!(decode_node_key(&[0; 9]).is_ok(), "a root key");
+        assert!(decode_node_key(&[0; 10]).is_err(), "a stray path byte");
+    }
+}

@@ -1,0 +1,641 @@
+//! The node store on a real fjall database in a temporary directory: committed heights survive
+//! a reopen and a SIGKILL, refused commits write nothing, commits clear pending blocks, pruning
+//! keeps the latest state provable, and corrupt records are errors rather than panics.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use trellis_ledger::beacon::{BeaconGenesis, GenesisAccount, execute_block};
+use trellis_ledger::state::{MemoryState, StateKey, WriteSet};
+use trellis_node::state_tree::{StateTree, StateTreeError};
+use trellis_node::store::{CommitBatch, NodeStore, StoreError};
+use trellis_types::pb::Role;
+use trellis_types::{Action, Digest, Signer, Tag, Transaction};
+
+const CHAIN: &str = "trellis-beacon-test";
+
+fn signer(i: u8) -> Signer {
+    Signer::from_seed([i; 32])
+}
+
+fn genesis() -> BeaconGenesis {
+    BeaconGenesis {
+        chain_id: CHAIN.into(),
+        accounts: (1..=3)
+            .map(|i| GenesisAccount {
+                key: signer(i).public_key(),
+                org: format!("org-{i}"),
+                role: Role::Member,
+            })
+            .collect(),
+    }
+}
+
+fn anchor(i: u8, nonce: u64, d: u8) -> Transaction {
+    let action = Action::Anchor {
+        digest: Digest([d; 32]),
+        tag: Tag::parse("bill-of-lading").expect("tag"),
+    };
+    Transaction::sign(CHAIN, &signer(i), nonce, action)
+}
+
+fn block_id(height: u64) -> [u8; 32] {
+    let mut id = [0xb1; 32];
+    id[..8].copy_from_slice(&height.to_be_bytes());
+    id
+}
+
+fn block_bytes(height: u64) -> Vec<u8> {
+    format!("block {height}").into_bytes()
+}
+
+fn cert_bytes(height: u64) -> Vec<u8> {
+    format!("cert {height}").into_bytes()
+}
+
+fn head_bytes(height: u64) -> Vec<u8> {
+    format!("head {height}").into_bytes()
+}
+
+fn tx_record(height: u64, index: usize) -> Vec<u8> {
+    format!("{height}/{index}").into_bytes()
+}
+
+/// A chain written through the store: ledger state, the tree over the store, roots by height.
+struct Chain {
+    store: NodeStore,
+    tree: StateTree<NodeStore>,
+    view: MemoryState,
+    roots: Vec<Digest>,
+}
+
+impl Chain {
+    fn open(dir: &Path) -> Chain {
+        let store = NodeStore::open(dir).expect("open");
+        let tree = match store.last_committed_height().expect("last") {
+            Some(last) => StateTree::resume(store.clone(), last),
+            None => StateTree::new(store.clone()),
+        };
+        Chain {
+            tree,
+            store,
+            view: MemoryState::default(),
+            roots: Vec::new(),
+        }
+    }
+
+    /// Prepares the tree update for `height` and commits it with the block, certificate, tx
+    /// index and head; every second block ends an epoch.
+    fn commit(&mut self, height: u64, writes: &WriteSet, txs: &[Transaction]) -> Digest {
+        let (root, tree) = self.tree.prepare(height, writes).expect("prepare");
+        self.store
+            .commit(CommitBatch {
+                height,
+                block_id: block_id(height),
+                block: block_bytes(height),
+                cert: cert_bytes(height),
+                state_root: root.0,
+                tree,
+                txs: txs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, tx)| (tx.hash().0, tx_record(height, i)))
+                    .collect(),
+                epoch_change: (height > 0 && height.is_multiple_of(2))
+                    .then(|| (height / 2 - 1, format!("epoch proof {height}").into_bytes())),
+                head: head_bytes(height),
+            })
+            .expect("commit");
+        self.tree.committed(height);
+        self.view.apply(writes);
+        self.roots.push(root);
+        root
+    }
+
+    fn genesis(&mut self) {
+        let writes = genesis().write_set().expect("genesis");
+        self.commit(0, &writes, &[]);
+    }
+
+    /// Block `h`: three anchors, one per account (each also bumps the account's nonce).
+    fn anchors(&mut self, h: u8) -> Vec<Transaction> {
+        let txs: Vec<Transaction> = (1..=3)
+            .map(|i| anchor(i, u64::from(h - 1), h * 10 + i))
+            .collect();
+        let out = execute_block(CHAIN, &self.view, &txs);
+        assert!(out.receipts.iter().all(|r| r.outcome.is_ok()));
+        self.commit(u64::from(h), &out.writes, &txs);
+        txs
+    }
+}
+
+#[test]
+fn committed_heights_survive_a_reopen_and_stay_provable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut chain = Chain::open(dir.path());
+    chain.genesis();
+    let mut txs = Vec::new();
+    for h in 1..=5 {
+        txs.push(chain.anchors(h));
+    }
+    chain.store.put_safety(b"voted round 9").expect("safety");
+    let roots = chain.roots.clone();
+    let view = chain.view.clone();
+    drop(chain);
+
+    let mut chain = Chain::open(dir.path());
+    chain.view = view;
+    chain.roots = roots.clone();
+    let store = chain.store.clone();
+    assert_eq!(store.last_committed_height().expect("last"), Some(5));
+    assert_eq!(store.head().expect("head"), Some(head_bytes(5)));
+    assert_eq!(
+        store.safety().expect("safety"),
+        Some(b"voted round 9".to_vec())
+    );
+    for h in 0..=5u64 {
+        assert_eq!(store.block(h).expect("block"), Some(block_bytes(h)));
+        assert_eq!(store.cert(h).expect("cert"), Some(cert_bytes(h)));
+        assert_eq!(store.height_of(&block_id(h)).expect("id"), Some(h));
+        assert_eq!(
+            store.state_root(h).expect("root"),
+            Some(roots[h as usize].0)
+        );
+        assert_eq!(chain.tree.root(h).expect("tree root"), roots[h as usize]);
+    }
+    assert_eq!(store.block(6).expect("block"), None);
+    assert_eq!(store.state_root(6).expect("root"), None);
+    for (b, block_txs) in txs.iter().enumerate() {
+        for (i, tx) in block_txs.iter().enumerate() {
+            assert_eq!(
+                store.tx(&tx.hash().0).expect("tx"),
+                Some(tx_record(b as u64 + 1, i))
+            );
+        }
+    }
+    assert_eq!(store.tx(&[7; 32]).expect("tx"), None);
+    let epochs: Vec<u64> = store
+        .epoch_changes()
+        .expect("epochs")
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect();
+    assert_eq!(epochs, vec![0, 1]);
+    assert_eq!(
+        store.epoch_change(1).expect("epoch"),
+        Some(b"epoch proof 4".to_vec())
+    );
+
+    // Inclusion at the head, exclusion before the anchor's block, from the reopened store.
+    let key = StateKey::anchor(&Digest([52; 32])); // block 5, account 2
+    let (value, proof) = chain.tree.get_with_proof(5, &key).expect("read");
+    let value = value.expect("anchored");
+    proof
+        .verify(&roots[5], key.as_bytes(), Some(&value))
+        .expect("inclusion proof");
+    assert!(
+        proof
+            .verify(&roots[4], key.as_bytes(), Some(&value))
+            .is_err()
+    );
+    let (before, proof) = chain.tree.get_with_proof(4, &key).expect("read");
+    assert_eq!(before, None);
+    proof
+        .verify(&roots[4], key.as_bytes(), None)
+        .expect("exclusion proof");
+
+    // The reopened tree continues the chain.
+    chain.anchors(6);
+    assert_eq!(chain.store.last_committed_height().expect("last"), Some(6));
+    assert_eq!(
+        chain.tree.root(6).expect("root"),
+        Digest(chain.store.state_root(6).expect("root").expect("some"))
+    );
+}
+
+#[test]
+fn the_store_and_the_memory_tree_agree_on_every_root() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut chain = Chain::open(dir.path());
+    let mut memory = StateTree::in_memory();
+    chain.genesis();
+    memory
+        .apply(0, &genesis().write_set().expect("genesis"))
+        .expect("apply");
+    for h in 1..=4u8 {
+        let view = chain.view.clone();
+        let txs: Vec<Transaction> = (1..=3)
+            .map(|i| anchor(i, u64::from(h - 1), h * 10 + i))
+            .collect();
+        let writes = execute_block(CHAIN, &view, &txs).writes;
+        chain.anchors(h);
+        assert_eq!(
+            memory.apply(u64::from(h), &writes).expect("apply"),
+            chain.roots[usize::from(h)]
+        );
+    }
+    // A block without state changes keeps the root at its new height.
+    let root = chain.commit(5, &WriteSet::new(), &[]);
+    assert_eq!(root, chain.roots[4]);
+    assert_eq!(chain.tree.root(5).expect("root"), root);
+}
+
+#[test]
+fn a_refused_commit_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut chain = Chain::open(dir.path());
+    chain.genesis();
+    chain.anchors(1);
+    chain
+        .store
+        .put_pending_block(block_id(3), 3, b"pending 3")
+        .expect("pending");
+    let txs: Vec<Transaction> = (1..=3).map(|i| anchor(i, 1, 20 + i)).collect();
+    let writes = execute_block(CHAIN, &chain.view, &txs).writes;
+    let (root, _) = chain.tree.prepare(2, &writes).expect("prepare");
+    let batch = |height: u64, state_root: [u8; 32]| {
+        let (_, tree) = chain.tree.prepare(2, &writes).expect("prepare");
+        CommitBatch {
+            height,
+            block_id: block_id(height),
+            block: block_bytes(height),
+            cert: cert_bytes(height),
+            state_root,
+            tree,
+            txs: vec![(txs[0].hash().0, tx_record(height, 0))],
+            epoch_change: Some((9, b"proof".to_vec())),
+            head: head_bytes(height),
+        }
+    };
+
+    for height in [3, 1, 0] {
+        match chain.store.commit(batch(height, root.0)) {
+            Err(StoreError::OutOfOrder { height: h, last: 1 }) => assert_eq!(h, height),
+            other => panic!("height {height}: expected OutOfOrder, got {other:?}"),
+        }
+    }
+    // In order, but the root does not match the tree update.
+    assert!(matches!(
+        chain.store.commit(batch(2, [0; 32])),
+        Err(StoreError::InvalidCommit { height: 2, .. })
+    ));
+
+    let store = &chain.store;
+    assert_eq!(store.last_committed_height().expect("last"), Some(1));
+    assert_eq!(store.head().expect("head"), Some(head_bytes(1)));
+    for h in [2, 3] {
+        assert_eq!(store.block(h).expect("block"), None);
+        assert_eq!(store.cert(h).expect("cert"), None);
+        assert_eq!(store.state_root(h).expect("root"), None);
+        assert_eq!(store.height_of(&block_id(h)).expect("id"), None);
+    }
+    assert_eq!(store.block(0).expect("block"), Some(block_bytes(0)));
+    assert_eq!(store.tx(&txs[0].hash().0).expect("tx"), None);
+    assert_eq!(store.epoch_change(9).expect("epoch"), None);
+    assert_eq!(
+        store.pending_blocks().expect("pending"),
+        vec![b"pending 3".to_vec()]
+    );
+    assert!(matches!(
+        chain.tree.root(2),
+        Err(StateTreeError::NoSuchVersion(2))
+    ));
+
+    // The refused attempts left nothing behind: the same height commits normally.
+    store.commit(batch(2, root.0)).expect("commit");
+    chain.tree.committed(2);
+    assert_eq!(chain.tree.root(2).expect("root"), root);
+    assert_eq!(
+        store.tx(&txs[0].hash().0).expect("tx"),
+        Some(tx_record(2, 0))
+    );
+}
+
+#[test]
+fn a_commit_deletes_the_pending_blocks_it_passes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut chain = Chain::open(dir.path());
+    let pending = [
+        (1, [0xa1; 32]),
+        (2, [0xa2; 32]),
+        (2, [0x02; 32]), // a fork at height 2
+        (3, [0xa3; 32]),
+        (5, [0xa5; 32]),
+    ];
+    for (h, id) in pending {
+        chain
+            .store
+            .put_pending_block(id, h, format!("pending {h} {}", id[0]).as_bytes())
+            .expect("pending");
+    }
+    assert_eq!(chain.store.pending_blocks().expect("pending").len(), 5);
+    chain.genesis();
+    chain.anchors(1);
+    assert_eq!(chain.store.pending_blocks().expect("pending").len(), 4);
+    chain.anchors(2);
+    assert_eq!(
+        chain.store.pending_blocks().expect("pending"),
+        vec![b"pending 3 163".to_vec(), b"pending 5 165".to_vec()]
+    );
+    drop(chain);
+    let store = NodeStore::open(dir.path()).expect("reopen");
+    assert_eq!(store.pending_blocks().expect("pending").len(), 2);
+}
+
+#[test]
+fn pruning_keeps_the_latest_versions_provable_and_drops_older_nodes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut chain = Chain::open(dir.path());
+    chain.genesis();
+    for h in 1..=8 {
+        chain.anchors(h);
+    }
+    let roots = chain.roots.clone();
+    let pruned = chain.store.prune_state(6).expect("prune");
+    assert!(pruned > 0, "stale nodes were not pruned");
+    assert_eq!(
+        chain.store.prune_state(6).expect("prune again"),
+        0,
+        "nothing left to prune"
+    );
+    assert!(matches!(
+        chain.tree.root(3),
+        Err(StateTreeError::NoSuchVersion(3))
+    ));
+    drop(chain);
+
+    let chain = Chain::open(dir.path());
+    for v in 6..=8u64 {
+        assert_eq!(chain.tree.root(v).expect("kept root"), roots[v as usize]);
+        // Every anchor ever written (some leaves moved since, their values did not) and every
+        // account (rewritten each block) is still provable.
+        let keys = (1..=8u8)
+            .flat_map(|h| (1..=3u8).map(move |i| StateKey::anchor(&Digest([h * 10 + i; 32]))))
+            .chain((1..=3).map(|i| StateKey::account(&signer(i).public_key())));
+        for key in keys {
+            let (value, proof) = chain.tree.get_with_proof(v, &key).expect("read");
+            proof
+                .verify(&roots[v as usize], key.as_bytes(), value.as_deref())
+                .expect("still provable");
+            let anchored_later =
+                key.as_bytes().starts_with(b"anchor/") && u64::from(key.as_bytes()[7] / 10) > v;
+            assert_eq!(value.is_some(), !anchored_later);
+        }
+    }
+}
+
+/// Overwrites the tree nodes selected by `which` (by node key) with garbage, and the state root
+/// at height 1 with three bytes, behind the store's back.
+fn corrupt(dir: &Path, which: impl Fn(&[u8]) -> bool) {
+    let db = fjall::Database::builder(dir).open().expect("fjall");
+    let nodes = db
+        .keyspace("jmt_nodes", fjall::KeyspaceCreateOptions::default)
+        .expect("nodes");
+    let keys: Vec<Vec<u8>> = nodes
+        .iter()
+        .map(|g| g.key().expect("key").to_vec())
+        .filter(|k| which(k))
+        .collect();
+    assert!(!keys.is_empty());
+    for k in keys {
+        nodes.insert(k, vec![2u8, 0xff, 0xff]).expect("overwrite");
+    }
+    let roots = db
+        .keyspace("roots", fjall::KeyspaceCreateOptions::default)
+        .expect("roots");
+    roots
+        .insert(1u64.to_be_bytes(), vec![1, 2, 3])
+        .expect("root");
+    db.persist(fjall::PersistMode::SyncAll).expect("sync");
+}
+
+#[test]
+fn corrupt_records_are_errors_not_panics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut chain = Chain::open(dir.path());
+    chain.genesis();
+    chain.anchors(1);
+    let root = chain.roots[1];
+    drop(chain);
+    let key = StateKey::account(&signer(1).public_key());
+
+    // Below the root (a node key's ninth byte is its nibble count; the root's is 0).
+    corrupt(dir.path(), |k| k[8] != 0);
+    let chain = Chain::open(dir.path());
+    match chain.store.state_root(1) {
+        Err(StoreError::Corrupt { what, .. }) => assert_eq!(what, "state root at height 1"),
+        other => panic!("expected a corrupt root, got {other:?}"),
+    }
+    assert_eq!(chain.tree.root(1).expect("the root node is intact"), root);
+    match chain.tree.get_with_proof(1, &key) {
+        Err(StateTreeError::Tree(e)) => assert!(e.contains("corrupt tree node"), "{e}"),
+        other => panic!("expected a corrupt node error, got {other:?}"),
+    }
+    drop(chain);
+
+    // The root itself.
+    corrupt(dir.path(), |k| k[8] == 0);
+    let chain = Chain::open(dir.path());
+    for result in [
+        chain.tree.root(1).map(|_| ()),
+        chain.tree.get_with_proof(1, &key).map(|_| ()),
+        chain.tree.get(1, &key).map(|_| ()),
+    ] {
+        match result {
+            Err(StateTreeError::Tree(e)) => assert!(e.contains("corrupt tree node"), "{e}"),
+            other => panic!("expected a corrupt node error, got {other:?}"),
+        }
+    }
+}
+
+const CRASH_CHILD: &str = "TRELLIS_STORE_TEST_CRASH_CHILD_DIR";
+const CRASH_TEST: &str = "a_killed_writer_leaves_a_consistent_store";
+
+/// Block `h` of the crash chain: a counter key rewritten every block, a few fresh keys, and
+/// the deletion of a key from three blocks back.
+fn crash_writes(h: u64) -> WriteSet {
+    let key = |h: u64, i: u8| {
+        let mut d = [i; 32];
+        d[..8].copy_from_slice(&h.to_be_bytes());
+        StateKey::anchor(&Digest(d))
+    };
+    let mut writes = WriteSet::new();
+    writes.insert(
+        StateKey::anchor(&Digest([0; 32])),
+        Some(h.to_be_bytes().to_vec()),
+    );
+    for i in 1..=8 {
+        writes.insert(key(h, i), Some(vec![i; 40]));
+    }
+    if h >= 3 {
+        writes.insert(key(h - 3, 1), None);
+    }
+    writes
+}
+
+/// The child: commits the crash chain from wherever the store is, until killed.
+fn crash_child(dir: &Path) {
+    let store = NodeStore::open(dir).expect("child open");
+    let last = store.last_committed_height().expect("last");
+    let (mut tree, start) = match last {
+        Some(last) => (StateTree::resume(store.clone(), last), last + 1),
+        None => (StateTree::new(store.clone()), 0),
+    };
+    for h in start..start + 100_000 {
+        store
+            .put_pending_block(block_id(h + 1), h + 1, &block_bytes(h + 1))
+            .expect("pending");
+        store.put_safety(&h.to_be_bytes()).expect("safety");
+        let (root, batch) = tree.prepare(h, &crash_writes(h)).expect("prepare");
+        store
+            .commit(CommitBatch {
+                height: h,
+                block_id: block_id(h),
+                block: block_bytes(h),
+                cert: cert_bytes(h),
+                state_root: root.0,
+                tree: batch,
+                txs: vec![([h as u8; 32], tx_record(h, 0))],
+                epoch_change: None,
+                head: head_bytes(h),
+            })
+            .expect("commit");
+        tree.committed(h);
+        println!("committed {h}");
+    }
+}
+
+/// Every height up to the last committed one is complete, nothing above it exists, the safety
+/// record is at least as new as the last commit, and the tree at the head matches its root.
+fn check_consistent(dir: &Path) -> u64 {
+    let store = NodeStore::open(dir).expect("reopen after kill");
+    let last = store
+        .last_committed_height()
+        .expect("last")
+        .expect("the child committed");
+    assert_eq!(store.head().expect("head"), Some(head_bytes(last)));
+    for h in 0..=last {
+        assert_eq!(store.block(h).expect("block"), Some(block_bytes(h)), "{h}");
+        assert_eq!(store.cert(h).expect("cert"), Some(cert_bytes(h)), "{h}");
+        assert_eq!(store.height_of(&block_id(h)).expect("id"), Some(h));
+        assert!(store.state_root(h).expect("root").is_some(), "root {h}");
+    }
+    assert_eq!(store.block(last + 1).expect("block"), None);
+    assert_eq!(store.cert(last + 1).expect("cert"), None);
+    assert_eq!(store.state_root(last + 1).expect("root"), None);
+    let safety = store.safety().expect("safety").expect("safety written");
+    let safety = u64::from_be_bytes(safety.try_into().expect("8 bytes"));
+    assert!(
+        safety == last || safety == last + 1,
+        "safety {safety}, last {last}"
+    );
+    let pending = store.pending_blocks().expect("pending");
+    assert!(pending.iter().all(|b| *b != block_bytes(last)));
+
+    let tree = StateTree::resume(store.clone(), last);
+    let root = Digest(store.state_root(last).expect("root").expect("some"));
+    assert_eq!(tree.root(last).expect("tree root"), root);
+    let counter = StateKey::anchor(&Digest([0; 32]));
+    let (value, proof) = tree.get_with_proof(last, &counter).expect("read");
+    assert_eq!(value, Some(last.to_be_bytes().to_vec()));
+    proof
+        .verify(&root, counter.as_bytes(), value.as_deref())
+        .expect("proof at head");
+    last
+}
+
+#[test]
+fn a_killed_writer_leaves_a_consistent_store() {
+    if let Some(dir) = std::env::var_os(CRASH_CHILD) {
+        crash_child(Path::new(&dir));
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut previous = None;
+    for round in 0..4u64 {
+        let mut child = Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", CRASH_TEST, "--nocapture", "--test-threads=1"])
+            .env(CRASH_CHILD, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn child");
+        let stdout = child.stdout.take().expect("child stdout");
+        let mut seen = 0;
+        for line in BufReader::new(stdout).lines() {
+            if line.expect("line").starts_with("committed ") {
+                seen += 1;
+                if seen == 10 + 5 * round {
+                    break;
+                }
+            }
+        }
+        // Kill at varying points of the next commit.
+        std::thread::sleep(Duration::from_micros(300 * round));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        assert_eq!(seen, 10 + 5 * round, "the child stopped early");
+
+        let last = check_consistent(dir.path());
+        if let Some(previous) = previous {
+            assert!(last > previous, "round {round} made no progress");
+        }
+        previous = Some(last);
+    }
+}
+
+/// Not an assertion: prints what a 2,000-leaf block costs (prepare, then the synced commit).
+#[test]
+fn commit_latency_of_a_2000_leaf_update() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = NodeStore::open(dir.path()).expect("open");
+    let mut tree = StateTree::new(store.clone());
+    let cases = [
+        (0u64, "2000 new leaves, empty tree"),
+        (1, "2000 new leaves over 2000"),
+        (0, "2000 changed leaves of 4000"),
+    ];
+    for (h, (key_set, label)) in cases.into_iter().enumerate() {
+        let h = h as u64;
+        let writes: WriteSet = (0..2000u32)
+            .map(|i| {
+                let mut d = [0u8; 32];
+                d[..4].copy_from_slice(&i.to_be_bytes());
+                d[4..12].copy_from_slice(&key_set.to_be_bytes());
+                (StateKey::anchor(&Digest(d)), Some([h as u8; 96].to_vec()))
+            })
+            .collect();
+        let t0 = Instant::now();
+        let (root, batch) = tree.prepare(h, &writes).expect("prepare");
+        let nodes = batch.node_batch.nodes().len();
+        let t1 = Instant::now();
+        store
+            .commit(CommitBatch {
+                height: h,
+                block_id: block_id(h),
+                block: vec![0; 200_000],
+                cert: cert_bytes(h),
+                state_root: root.0,
+                tree: batch,
+                txs: (0..2000u32)
+                    .map(|i| {
+                        let mut k = [0u8; 32];
+                        k[..4].copy_from_slice(&i.to_be_bytes());
+                        k[4..12].copy_from_slice(&h.to_be_bytes());
+                        (k, tx_record(h, i as usize))
+                    })
+                    .collect(),
+                epoch_change: None,
+                head: head_bytes(h),
+            })
+            .expect("commit");
+        tree.committed(h);
+        let t2 = Instant::now();
+        println!(
+            "{label} ({nodes} tree nodes written): prepare {:?}, commit with SyncAll {:?}",
+            t1 - t0,
+            t2 - t1
+        );
+    }
+}

@@ -1,0 +1,241 @@
+//! `trellis bench`: pre-signs anchor transactions from the devnet's bench accounts, submits
+//! them at a fixed rate across the nodes in batches, follows committed blocks on one node and
+//! reports submitted, committed, committed tx/s and submit-to-commit latency percentiles.
+
+use crate::devnet::Network;
+use anyhow::{Context, Result, anyhow, bail};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use trellis_node::node::KeyFile;
+use trellis_types::{Action, Digest, Tag, Transaction};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// The devnet's network.json.
+    #[arg(long)]
+    network: PathBuf,
+    /// Transactions per second to submit.
+    #[arg(long, default_value_t = 1_000)]
+    rate: u64,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Approximate size of each signed transaction in bytes (the tag pads it).
+    #[arg(long, default_value_t = 256)]
+    tx_size: usize,
+    /// Sending accounts (taken from accounts/bench/).
+    #[arg(long, default_value_t = 16)]
+    accounts: usize,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Batches per second: each batch is one HTTP request to one node.
+const TICKS_PER_S: u64 = 20;
+
+pub async fn run(args: BenchArgs) -> Result<i32> {
+    if args.rate == 0 || args.duration == 0 || args.accounts == 0 {
+        bail!("--rate, --duration and --accounts must be positive");
+    }
+    let network = Network::load(&args.network)?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    let nodes: Vec<String> = network.nodes.iter().map(|n| n.api_url.clone()).collect();
+    let first = nodes
+        .first()
+        .ok_or_else(|| anyhow!("the network has no nodes"))?
+        .clone();
+    let status: serde_json::Value = client
+        .get(format!("{first}/v1/status"))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {first}"))?
+        .json()
+        .await?;
+    let chain_id = status["chain_id"].as_str().unwrap_or_default().to_string();
+    let start_height = status["committed_height"].as_u64().unwrap_or(0);
+
+    // Pre-sign everything so signing never throttles the load.
+    let total = (args.rate * args.duration) as usize;
+    let mut signers = Vec::new();
+    for i in 1..=args.accounts {
+        let path = network.accounts_dir.join(format!("bench/bench-{i}.json"));
+        let key = KeyFile::load(&path)?;
+        let nonce = crate::client::account_nonce(&client, &first, &key.public_key).await?;
+        signers.push((key.signer()?, nonce));
+    }
+    // Tx overhead is about 150 bytes; the tag pads to the requested size (tags hold ≤ 64 bytes).
+    let pad = args.tx_size.saturating_sub(150).min(64);
+    let run_id = trellis_node::chain::now_ms();
+    eprintln!(
+        "bench: signing {total} transactions from {} accounts…",
+        args.accounts
+    );
+    let mut txs: Vec<(Digest, Vec<u8>)> = Vec::with_capacity(total);
+    for i in 0..total {
+        let (signer, nonce) = &mut signers[i % args.accounts];
+        let mut seed = Vec::with_capacity(16);
+        seed.extend_from_slice(&run_id.to_be_bytes());
+        seed.extend_from_slice(&(i as u64).to_be_bytes());
+        let digest = Digest::of(&seed);
+        let tag = Tag::parse(&"b".repeat(pad)).map_err(|e| anyhow!("tag: {e}"))?;
+        let tx = Transaction::sign(&chain_id, signer, *nonce, Action::Anchor { digest, tag });
+        *nonce += 1;
+        txs.push((tx.hash(), tx.encoded().to_vec()));
+    }
+    let size = txs.first().map(|t| t.1.len()).unwrap_or(0);
+    eprintln!(
+        "bench: {total} txs of {size} bytes, {} tx/s for {} s across {} nodes",
+        args.rate,
+        args.duration,
+        nodes.len()
+    );
+
+    let sent: Arc<Mutex<HashMap<Digest, Instant>>> =
+        Arc::new(Mutex::new(HashMap::with_capacity(total)));
+    let rejected = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let per_tick = (args.rate / TICKS_PER_S).max(1) as usize;
+    let began = Instant::now();
+    let mut sends = Vec::new();
+    let mut chunks = txs.chunks(per_tick).enumerate();
+    let mut ticker = tokio::time::interval(Duration::from_millis(1000 / TICKS_PER_S));
+    // The watcher follows committed blocks while the load runs.
+    let watch = tokio::spawn(watch_commits(
+        client.clone(),
+        first.clone(),
+        start_height,
+        sent.clone(),
+        total,
+    ));
+    loop {
+        ticker.tick().await;
+        let Some((i, chunk)) = chunks.next() else {
+            break;
+        };
+        let node = nodes[i % nodes.len()].clone();
+        let body = serde_json::json!({ "txs": chunk.iter().map(|t| hex::encode(&t.1)).collect::<Vec<_>>() });
+        let hashes: Vec<Digest> = chunk.iter().map(|t| t.0).collect();
+        let client = client.clone();
+        let sent = sent.clone();
+        let rejected = rejected.clone();
+        sends.push(tokio::spawn(async move {
+            let now = Instant::now();
+            {
+                let mut s = sent.lock().unwrap_or_else(|p| p.into_inner());
+                for h in &hashes {
+                    s.insert(*h, now);
+                }
+            }
+            match client
+                .post(format!("{node}/v1/transactions"))
+                .json(&body)
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => {
+                    let v: serde_json::Value = r.json().await.unwrap_or_default();
+                    let n = v["rejected"].as_u64().unwrap_or(0);
+                    rejected.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                }
+                _ => {
+                    rejected.fetch_add(hashes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for s in sends {
+        let _ = s.await;
+    }
+    let load_secs = began.elapsed().as_secs_f64();
+    // Give the tail time to commit.
+    let latencies = tokio::time::timeout(Duration::from_secs(30), watch)
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or_default();
+    let rejected = rejected.load(std::sync::atomic::Ordering::Relaxed);
+    let submitted = total as u64 - rejected;
+    let committed = latencies.len() as u64;
+    let window = latencies
+        .iter()
+        .map(|(_, at)| *at)
+        .max()
+        .map(|last| (last - began).as_secs_f64())
+        .unwrap_or(load_secs)
+        .max(load_secs);
+    let tps = committed as f64 / window;
+    let mut ms: Vec<f64> = latencies.iter().map(|(l, _)| *l).collect();
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| -> f64 {
+        if ms.is_empty() {
+            return f64::NAN;
+        }
+        ms[((ms.len() as f64 - 1.0) * p).round() as usize]
+    };
+    println!("submitted {submitted} (rejected {rejected}) committed {committed} in {window:.1} s");
+    println!(
+        "committed {tps:.0} tx/s; submit-to-commit latency p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms",
+        pct(0.5),
+        pct(0.95),
+        pct(0.99)
+    );
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "committed_tps": tps, "p50_ms": pct(0.5), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
+                "submitted": submitted, "committed": committed, "rejected": rejected,
+                "rate": args.rate, "duration_s": args.duration, "tx_bytes": size, "accounts": args.accounts,
+            })
+        );
+    }
+    Ok(if committed == submitted { 0 } else { 2 })
+}
+
+/// Follows committed blocks and returns (latency ms, commit instant) for every bench tx seen.
+async fn watch_commits(
+    client: reqwest::Client,
+    node: String,
+    mut height: u64,
+    sent: Arc<Mutex<HashMap<Digest, Instant>>>,
+    total: usize,
+) -> Vec<(f64, Instant)> {
+    let mut out = Vec::with_capacity(total);
+    while out.len() < total {
+        let next = height + 1;
+        let resp = client
+            .get(format!("{node}/v1/blocks/{next}?txs=true"))
+            .send()
+            .await;
+        let Ok(resp) = resp else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        if !resp.status().is_success() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let now = Instant::now();
+        let v: serde_json::Value = resp.json().await.unwrap_or_default();
+        height = next;
+        let s = sent.lock().unwrap_or_else(|p| p.into_inner());
+        for h in v["tx_hashes"].as_array().into_iter().flatten() {
+            let Some(d) = h
+                .as_str()
+                .and_then(|h| hex::decode(h).ok())
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            else {
+                continue;
+            };
+            if let Some(at) = s.get(&Digest(d)) {
+                out.push(((now - *at).as_secs_f64() * 1e3, now));
+            }
+        }
+    }
+    out
+}

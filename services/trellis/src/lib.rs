@@ -1,0 +1,9 @@
+//! The `trellis` binary's subcommands as a library, so end-to-end tests drive the same code:
+//! [`devnet`] (files and in-process consortium), [`client`] (the client API over HTTP) and
+//! [`bench`].
+
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod client;
+pub mod devnet;

@@ -1,0 +1,334 @@
+//! A four-validator devnet in this process, over real mTLS, fjall and HTTP: anchors commit on
+//! every validator with the same state, bad input is refused with problem+json while the node
+//! keeps serving, a live proof bundle verifies offline and a tampered one does not, and a
+//! validator that was stopped catches up after restarting.
+
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+use trellis::devnet;
+use trellis_node::node::{KeyFile, NodeConfig, RunningNode};
+use trellis_types::bundle::AnchorBundle;
+use trellis_types::genesis::Genesis;
+use trellis_types::{Action, Digest, Signer, Tag, Transaction};
+
+struct Devnet {
+    _dir: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    network: devnet::Network,
+    nodes: Vec<Option<RunningNode>>,
+    client: reqwest::Client,
+}
+
+impl Devnet {
+    async fn start(validators: usize) -> Devnet {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let network = devnet::init(&dir, validators, 2, "devnet-test").expect("init");
+        let mut nodes = Vec::new();
+        for n in &network.nodes {
+            let config = NodeConfig::load(&n.config, Vec::new()).expect("config");
+            nodes.push(Some(RunningNode::start(config).await.expect("node starts")));
+        }
+        Devnet {
+            _dir: tmp,
+            dir,
+            network,
+            nodes,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    fn url(&self, i: usize) -> String {
+        format!(
+            "http://{}",
+            self.nodes[i].as_ref().expect("running").api_addr
+        )
+    }
+
+    async fn get(&self, i: usize, path: &str) -> (u16, Value) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.url(i)))
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post_tx(&self, i: usize, bytes: Vec<u8>) -> (u16, String, Value) {
+        let resp = self
+            .client
+            .post(format!("{}/v1/transactions", self.url(i)))
+            .header("content-type", "application/x-protobuf")
+            .body(bytes)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        (status, ct, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn wait_status(&self, i: usize, hash: &Digest, want: &str) -> Value {
+        for _ in 0..300 {
+            let (code, v) = self
+                .get(i, &format!("/v1/transactions/{}", hash.to_hex()))
+                .await;
+            if code == 200 && v["status"] == want {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("tx {} never became {want} on node {i}", hash.to_hex());
+    }
+
+    async fn wait_height(&self, i: usize, height: u64) {
+        for _ in 0..600 {
+            let (_, v) = self.get(i, "/v1/status").await;
+            if v["committed_height"].as_u64().unwrap_or(0) >= height {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("node {i} never reached height {height}");
+    }
+
+    fn account(&self, name: &str) -> Signer {
+        KeyFile::load(&self.dir.join(format!("accounts/{name}.json")))
+            .expect("key file")
+            .signer()
+            .expect("signer")
+    }
+}
+
+fn anchor_tx(signer: &Signer, nonce: u64, digest: Digest, tag: &str) -> Transaction {
+    Transaction::sign(
+        "devnet-test",
+        signer,
+        nonce,
+        Action::Anchor {
+            digest,
+            tag: Tag::parse(tag).expect("tag"),
+        },
+    )
+}
+
+fn genesis_epoch(dir: &Path) -> trellis_consensus::EpochState {
+    let text = std::fs::read_to_string(dir.join("genesis.json")).expect("genesis");
+    let genesis = Genesis::from_json(&text).expect("genesis parses");
+    trellis_node::chain::genesis_epoch(&genesis)
+        .expect("genesis epoch")
+        .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn anchors_commit_everywhere_and_prove_offline() {
+    let net = Devnet::start(4).await;
+    let member = net.account("member-1");
+    let mut hashes = Vec::new();
+    for n in 0..6u64 {
+        let tx = anchor_tx(&member, n, Digest::of(&n.to_be_bytes()), "evidence");
+        let (code, ct, body) = net.post_tx((n % 4) as usize, tx.encoded().to_vec()).await;
+        assert_eq!(code, 202, "{body}");
+        assert!(ct.starts_with("application/json"));
+        hashes.push(tx.hash());
+    }
+    let mut top = 0;
+    for h in &hashes {
+        for i in 0..4 {
+            let v = net.wait_status(i, h, "committed").await;
+            top = top.max(v["height"].as_u64().unwrap_or(0));
+        }
+    }
+    // Same blocks and state on every validator.
+    for i in 0..4 {
+        net.wait_height(i, top + 2).await;
+    }
+    let (_, reference) = net.get(0, &format!("/v1/blocks/{top}")).await;
+    for i in 1..4 {
+        let (_, b) = net.get(i, &format!("/v1/blocks/{top}")).await;
+        assert_eq!(b["id"], reference["id"], "node {i} block {top}");
+        assert_eq!(b["state_root"], reference["state_root"]);
+    }
+
+    // A proof bundle from the live network verifies offline; a tampered copy does not.
+    let digest = Digest::of(&3u64.to_be_bytes());
+    let mut bundle = Value::Null;
+    for _ in 0..100 {
+        let (code, v) = net
+            .get(1, &format!("/v1/anchors/{}", digest.to_hex()))
+            .await;
+        if code == 200 {
+            bundle = v;
+            break;
+        }
+        assert_eq!(code, 409, "{v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = serde_json::to_string(&bundle).expect("json");
+    let genesis = genesis_epoch(&net.dir);
+    let parsed = AnchorBundle::from_json(&text).expect("bundle parses");
+    let verdict = parsed.verify(&genesis).expect("bundle verifies");
+    assert_eq!(verdict.digest, digest);
+    let tampered = text.replacen("evidence", "evidencf", 1);
+    let broken = AnchorBundle::from_json(&tampered).map(|b| b.verify(&genesis));
+    assert!(!matches!(broken, Ok(Ok(_))), "tampered bundle verified");
+
+    // Unknown digest: 404 problem naming the field.
+    let (code, v) = net
+        .get(0, &format!("/v1/anchors/{}", "00".repeat(32)))
+        .await;
+    assert_eq!((code, v["field"].as_str()), (404, Some("digest")));
+    for n in net.nodes {
+        n.expect("running").shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_gets_problem_json_and_the_node_keeps_serving() {
+    let net = Devnet::start(4).await;
+    let member = net.account("member-2");
+    let good = anchor_tx(&member, 0, Digest::of(b"first"), "ok");
+
+    // Malformed bodies.
+    let (code, ct, v) = net.post_tx(0, vec![0xff, 0x01, 0x02]).await;
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(ct, "application/problem+json");
+    assert_eq!(v["field"], "tx");
+    let resp = net
+        .client
+        .post(format!("{}/v1/transactions", net.url(0)))
+        .header("content-type", "application/json")
+        .body("{\"tx\": 5}")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 400);
+    let resp = net
+        .client
+        .post(format!("{}/v1/transactions", net.url(0)))
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"txs\": [\"{}\", \"zz\"]}}",
+            hex::encode(good.encoded())
+        ))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 400);
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v["field"], "txs[1]");
+
+    // Bad signature: flip the last byte (inside the signature).
+    let mut forged = good.encoded().to_vec();
+    if let Some(last) = forged.last_mut() {
+        *last ^= 1;
+    }
+    let (code, ct, v) = net.post_tx(0, forged).await;
+    assert_eq!(
+        (code, ct.as_str()),
+        (400, "application/problem+json"),
+        "{v}"
+    );
+
+    // Unknown account.
+    let stranger = Signer::from_seed([77; 32]);
+    let (code, _, v) = net
+        .post_tx(
+            1,
+            anchor_tx(&stranger, 0, Digest::of(b"x"), "x")
+                .encoded()
+                .to_vec(),
+        )
+        .await;
+    assert_eq!(code, 403, "{v}");
+
+    // Oversized.
+    let (code, _, v) = net.post_tx(1, vec![0u8; 70 * 1024]).await;
+    assert_eq!(code, 413, "{v}");
+
+    // Wrong chain.
+    let other = Transaction::sign(
+        "another-chain",
+        &member,
+        0,
+        Action::Anchor {
+            digest: Digest::of(b"y"),
+            tag: Tag::parse("t").expect("tag"),
+        },
+    );
+    let (code, _, _) = net.post_tx(2, other.encoded().to_vec()).await;
+    assert_eq!(code, 400);
+
+    // The good one commits; replaying it afterwards is a used nonce.
+    let (code, _, v) = net.post_tx(2, good.encoded().to_vec()).await;
+    assert_eq!(code, 202, "{v}");
+    net.wait_status(2, &good.hash(), "committed").await;
+    let (code, _, v) = net.post_tx(3, good.encoded().to_vec()).await;
+    assert_eq!(code, 409, "{v}");
+
+    // Execution-time rejection gets a receipt with the reason: a regulator may not anchor.
+    let regulator = net.account("regulator");
+    let denied = anchor_tx(&regulator, 0, Digest::of(b"reg"), "nope");
+    let (code, _, v) = net.post_tx(0, denied.encoded().to_vec()).await;
+    assert_eq!(code, 202, "{v}");
+    let v = net.wait_status(0, &denied.hash(), "rejected").await;
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("may not anchor"),
+        "{v}"
+    );
+
+    // Unknown routes and bad paths are problems too; the node still serves.
+    let (code, _) = net.get(0, "/v1/nope").await;
+    assert_eq!(code, 404);
+    let (code, v) = net.get(0, "/v1/blocks/abc").await;
+    assert_eq!((code, v["field"].as_str()), (400, Some("height")));
+    let (code, v) = net.get(0, "/v1/status").await;
+    assert_eq!(code, 200);
+    assert_eq!(v["chain_id"], "devnet-test");
+    let (code, _) = net.get(0, "/openapi.json").await;
+    assert_eq!(code, 200);
+    for n in net.nodes {
+        n.expect("running").shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_validator_catches_up() {
+    let mut net = Devnet::start(4).await;
+    let member = net.account("member-3");
+    // Stop validator 4; three of four still make a quorum.
+    let stopped = net.nodes[3].take().expect("running");
+    stopped.shutdown().await;
+    let mut last = Digest::default();
+    for n in 0..5u64 {
+        let tx = anchor_tx(&member, n, Digest::of(&[n as u8, 9]), "while-down");
+        let (code, _, v) = net.post_tx((n % 3) as usize, tx.encoded().to_vec()).await;
+        assert_eq!(code, 202, "{v}");
+        last = tx.hash();
+    }
+    let v = net.wait_status(0, &last, "committed").await;
+    let height = v["height"].as_u64().expect("height");
+    net.wait_height(0, height + 40).await;
+    let config = NodeConfig::load(&net.network.nodes[3].config, Vec::new()).expect("config");
+    net.nodes[3] = Some(RunningNode::start(config).await.expect("restart"));
+    net.wait_status(3, &last, "committed").await;
+    net.wait_height(3, height + 45).await;
+    let (_, a) = net.get(0, &format!("/v1/blocks/{}", height + 40)).await;
+    let (_, b) = net.get(3, &format!("/v1/blocks/{}", height + 40)).await;
+    assert_eq!(a["id"], b["id"]);
+    assert_eq!(a["state_root"], b["state_root"]);
+    for n in net.nodes.into_iter().flatten() {
+        n.shutdown().await;
+    }
+}

@@ -1,0 +1,210 @@
+//! The genesis file (`genesis.json`): the chain id, the first committee, the registered accounts
+//! and the chain's parameters.
+//!
+//! Every node of a chain and every offline verifier starts from this file, so it is parsed once
+//! and strictly: unknown fields, malformed keys, duplicates and impossible parameters are refused
+//! with the path of the offending field (`validators[2].consensus_key: not 32 bytes of hex`).
+//! A [`Genesis`] returned by [`Genesis::from_json`] is valid.
+
+use crate::pb::Role;
+use crate::tx::DEFAULT_MAX_TX_BYTES;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use trellis_consensus::{Committee, EpochState, PublicKey, StateCommitment};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Genesis {
+    pub chain_id: String,
+    pub genesis_time_ms: u64,
+    pub validators: Vec<GenesisValidator>,
+    #[serde(default)]
+    pub accounts: Vec<GenesisAccountEntry>,
+    #[serde(default)]
+    pub params: ChainParams,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisValidator {
+    pub name: String,
+    /// ed25519 public key, 32 bytes as hex.
+    pub consensus_key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisAccountEntry {
+    pub name: String,
+    pub org: String,
+    /// `member`, `operator`, `regulator` or `bank`.
+    pub role: String,
+    /// ed25519 public key, 32 bytes as hex.
+    pub public_key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChainParams {
+    pub max_tx_bytes: u64,
+    pub max_block_txs: u64,
+    pub max_block_bytes: u64,
+    /// Blocks per epoch; `None` keeps the genesis committee (no rotation yet).
+    pub epoch_length_blocks: Option<u64>,
+}
+
+impl Default for ChainParams {
+    fn default() -> Self {
+        ChainParams {
+            max_tx_bytes: DEFAULT_MAX_TX_BYTES as u64,
+            max_block_txs: 4000,
+            max_block_bytes: 4 * 1024 * 1024,
+            epoch_length_blocks: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+pub enum GenesisError {
+    #[error("genesis is not valid JSON: {0}")]
+    Json(String),
+    #[error("{field}: {reason}")]
+    Field { field: String, reason: String },
+}
+
+fn field(field: impl Into<String>, reason: impl Into<String>) -> GenesisError {
+    GenesisError::Field {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Longest chain id, in characters.
+pub const MAX_CHAIN_ID_CHARS: usize = 64;
+
+fn key(hex_key: &str, name: &str) -> Result<PublicKey, GenesisError> {
+    hex::decode(hex_key)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .map(PublicKey)
+        .ok_or_else(|| field(name, "not 32 bytes of hex"))
+}
+
+fn role(s: &str) -> Option<Role> {
+    Some(match s {
+        "member" => Role::Member,
+        "operator" => Role::Operator,
+        "regulator" => Role::Regulator,
+        "bank" => Role::Bank,
+        _ => return None,
+    })
+}
+
+impl Genesis {
+    /// Parses and validates a genesis file.
+    pub fn from_json(s: &str) -> Result<Genesis, GenesisError> {
+        let genesis: Genesis =
+            serde_json::from_str(s).map_err(|e| GenesisError::Json(e.to_string()))?;
+        genesis.validate()?;
+        Ok(genesis)
+    }
+
+    pub fn to_json_pretty(&self) -> String {
+        // Plain strings, integers and lists: serialisation cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Checks every rule [`Genesis::from_json`] applies (for values built in code).
+    pub fn validate(&self) -> Result<(), GenesisError> {
+        let id = &self.chain_id;
+        if id.is_empty() || id.chars().count() > MAX_CHAIN_ID_CHARS {
+            return Err(field("chain_id", "must be 1 to 64 characters"));
+        }
+        if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(field(
+                "chain_id",
+                "contains whitespace or control characters",
+            ));
+        }
+        self.committee()?;
+        self.parse_accounts()?;
+        let p = &self.params;
+        let positive = [
+            ("max_tx_bytes", p.max_tx_bytes),
+            ("max_block_txs", p.max_block_txs),
+            ("max_block_bytes", p.max_block_bytes),
+            ("epoch_length_blocks", p.epoch_length_blocks.unwrap_or(1)),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(field(format!("params.{name}"), "must be positive"));
+        }
+        if p.max_tx_bytes > p.max_block_bytes {
+            return Err(field(
+                "params.max_tx_bytes",
+                "exceeds params.max_block_bytes",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The committee of epoch 0, in file order.
+    pub fn committee(&self) -> Result<Committee, GenesisError> {
+        if self.validators.is_empty() {
+            return Err(field("validators", "at least one validator is needed"));
+        }
+        let mut seen = BTreeMap::new();
+        let mut members = Vec::with_capacity(self.validators.len());
+        for (i, v) in self.validators.iter().enumerate() {
+            if v.name.trim().is_empty() {
+                return Err(field(format!("validators[{i}].name"), "is empty"));
+            }
+            let at = format!("validators[{i}].consensus_key");
+            let k = key(&v.consensus_key, &at)?;
+            if let Some(first) = seen.insert(k, i) {
+                return Err(field(at, format!("duplicate of validators[{first}]")));
+            }
+            members.push(k);
+        }
+        Committee::new(members).map_err(|e| field("validators", e.to_string()))
+    }
+
+    /// The registered accounts: key, organisation and role, in file order.
+    pub fn parse_accounts(&self) -> Result<Vec<(PublicKey, String, Role)>, GenesisError> {
+        let mut seen = BTreeMap::new();
+        self.accounts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                if a.name.trim().is_empty() {
+                    return Err(field(format!("accounts[{i}].name"), "is empty"));
+                }
+                if a.org.trim().is_empty() {
+                    return Err(field(format!("accounts[{i}].org"), "is empty"));
+                }
+                let r = role(&a.role).ok_or_else(|| {
+                    field(
+                        format!("accounts[{i}].role"),
+                        format!("{:?} is not member, operator, regulator or bank", a.role),
+                    )
+                })?;
+                let at = format!("accounts[{i}].public_key");
+                let k = key(&a.public_key, &at)?;
+                if let Some(first) = seen.insert(k, i) {
+                    return Err(field(at, format!("duplicate of accounts[{first}]")));
+                }
+                Ok((k, a.org.clone(), r))
+            })
+            .collect()
+    }
+
+    /// Epoch 0 of the chain, whose root commits to `state`, the application's genesis state
+    /// (the node computes its root from [`Genesis::parse_accounts`]).
+    pub fn epoch_state(&self, state: StateCommitment) -> Result<EpochState, GenesisError> {
+        Ok(EpochState::genesis_with_state(
+            &self.chain_id,
+            self.committee()?,
+            self.genesis_time_ms,
+            state,
+        ))
+    }
+}
