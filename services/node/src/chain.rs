@@ -36,6 +36,10 @@ use trellis_types::genesis::Genesis;
 use trellis_types::wire::{self, NetMessage};
 use trellis_types::{Digest, PublicKey, Signer, Transaction};
 
+/// State tree versions kept readable below the executed height (proofs use recent heads).
+const KEEP_VERSIONS: u64 = 1_024;
+const PRUNE_EVERY: u64 = 256;
+
 /// Tunables of a hosted chain.
 #[derive(Clone, Debug)]
 pub struct ChainConfig {
@@ -820,17 +824,17 @@ impl Driver {
             .iter()
             .filter_map(|r| Transaction::decode(r, usize::MAX).ok())
             .collect();
-        let (outcome, known) = {
+        // Signatures this node verified at admission are not verified again (see
+        // `execute_block_checked`); the pool lock is held only to look them up.
+        let known: Vec<bool> = {
             let pool = lock(&self.shared.mempool);
-            let known: Vec<bool> = txs.iter().map(|t| pool.contains(&t.hash())).collect();
-            let view = StateAt {
-                store: &self.shared.store,
-                version: self.executed,
-            };
-            let outcome = execute_block_checked(&self.shared.chain_id, &view, &txs, |i| known[i]);
-            (outcome, known)
+            txs.iter().map(|t| pool.contains(&t.hash())).collect()
         };
-        drop(known);
+        let view = StateAt {
+            store: &self.shared.store,
+            version: self.executed,
+        };
+        let outcome = execute_block_checked(&self.shared.chain_id, &view, &txs, |i| known[i]);
         let (root, batch) = self.tree.prepare(height, &outcome.writes)?;
         let mut failed = 0u64;
         let index: Vec<([u8; 32], Vec<u8>)> = outcome
@@ -881,6 +885,13 @@ impl Driver {
             });
         }
         self.inflight.retain(|_, b| b.height > height);
+        // Old tree versions are only needed for proofs against recent heads.
+        if height.is_multiple_of(PRUNE_EVERY)
+            && height > KEEP_VERSIONS
+            && let Err(e) = self.shared.store.prune_state(height - KEEP_VERSIONS)
+        {
+            tracing::warn!(error = %e, "state pruning failed");
+        }
         let m = &self.shared.metrics;
         m.blocks_committed.fetch_add(1, Ordering::Relaxed);
         m.txs_committed

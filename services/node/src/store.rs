@@ -249,7 +249,11 @@ impl NodeStore {
         batch.insert(&s.meta, META_HEAD, c.head);
         batch.insert(&s.meta, META_LAST, h);
         for (key, node) in nodes {
-            batch.insert(&s.nodes, encode_node_key(key), encode_node(node)?);
+            let node = encode_node(node).map_err(|e| StoreError::InvalidCommit {
+                height: c.height,
+                reason: format!("cannot encode tree node {key:?}: {e}"),
+            })?;
+            batch.insert(&s.nodes, encode_node_key(key), node);
         }
         for ((version, kh), value) in values {
             batch.insert(
@@ -583,11 +587,8 @@ fn decode_node_key(bytes: &[u8]) -> Result<NodeKey, StoreError> {
 /// A node: jmt's serde shape of [`Node`] in [`codec`]'s compact encoding. On read the bytes are
 /// first decoded as [`shape::NodeShape`] and checked (child counts, leaf counts, a non-leaf
 /// only child), so a corrupt node is an error here instead of a panic inside jmt.
-fn encode_node(node: &Node) -> Result<Vec<u8>, StoreError> {
-    codec::to_bytes(node).map_err(|e| StoreError::InvalidCommit {
-        height: 0,
-        reason: format!("cannot encode a tree node: {e}"),
-    })
+fn encode_node(node: &Node) -> Result<Vec<u8>, codec::Error> {
+    codec::to_bytes(node)
 }
 
 fn decode_node(bytes: &[u8], key: &[u8]) -> Result<Node, StoreError> {

@@ -574,7 +574,8 @@ fn a_killed_writer_leaves_a_consistent_store() {
         // Kill at varying points of the next commit.
         std::thread::sleep(Duration::from_micros(300 * round));
         child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
+        let status = child.wait().expect("reap");
+        assert!(!status.success(), "the child was killed, not finished");
         assert_eq!(seen, 10 + 5 * round, "the child stopped early");
 
         let last = check_consistent(dir.path());

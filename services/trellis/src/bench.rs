@@ -105,12 +105,13 @@ pub async fn run(args: BenchArgs) -> Result<i32> {
     let mut chunks = txs.chunks(per_tick).enumerate();
     let mut ticker = tokio::time::interval(Duration::from_millis(1000 / TICKS_PER_S));
     // The watcher follows committed blocks while the load runs.
+    let seen: Arc<Mutex<Vec<(f64, Instant)>>> = Arc::new(Mutex::new(Vec::with_capacity(total)));
     let watch = tokio::spawn(watch_commits(
         client.clone(),
         first.clone(),
         start_height,
         sent.clone(),
-        total,
+        seen.clone(),
     ));
     loop {
         ticker.tick().await;
@@ -142,7 +143,15 @@ pub async fn run(args: BenchArgs) -> Result<i32> {
                     let n = v["rejected"].as_u64().unwrap_or(0);
                     rejected.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 }
-                _ => {
+                Ok(r) => {
+                    eprintln!(
+                        "bench: batch refused: {}",
+                        crate::client::error_text(r).await
+                    );
+                    rejected.fetch_add(hashes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) => {
+                    eprintln!("bench: batch failed: {e}");
                     rejected.fetch_add(hashes.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 }
             }
@@ -152,14 +161,18 @@ pub async fn run(args: BenchArgs) -> Result<i32> {
         let _ = s.await;
     }
     let load_secs = began.elapsed().as_secs_f64();
-    // Give the tail time to commit.
-    let latencies = tokio::time::timeout(Duration::from_secs(30), watch)
-        .await
-        .ok()
-        .and_then(|r| r.ok())
-        .unwrap_or_default();
     let rejected = rejected.load(std::sync::atomic::Ordering::Relaxed);
     let submitted = total as u64 - rejected;
+    // Give the tail up to 30 s to commit.
+    let tail_deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < tail_deadline {
+        if seen.lock().unwrap_or_else(|p| p.into_inner()).len() as u64 >= submitted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    watch.abort();
+    let latencies = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));
     let committed = latencies.len() as u64;
     let window = latencies
         .iter()
@@ -203,10 +216,9 @@ async fn watch_commits(
     node: String,
     mut height: u64,
     sent: Arc<Mutex<HashMap<Digest, Instant>>>,
-    total: usize,
-) -> Vec<(f64, Instant)> {
-    let mut out = Vec::with_capacity(total);
-    while out.len() < total {
+    out: Arc<Mutex<Vec<(f64, Instant)>>>,
+) {
+    loop {
         let next = height + 1;
         let resp = client
             .get(format!("{node}/v1/blocks/{next}?txs=true"))
@@ -233,9 +245,10 @@ async fn watch_commits(
                 continue;
             };
             if let Some(at) = s.get(&Digest(d)) {
-                out.push(((now - *at).as_secs_f64() * 1e3, now));
+                out.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(((now - *at).as_secs_f64() * 1e3, now));
             }
         }
     }
-    out
 }

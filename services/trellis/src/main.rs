@@ -222,7 +222,7 @@ fn parse_digest(hex_digest: &str) -> Result<Digest> {
 
 async fn tx_anchor(
     node: &str,
-    key: &PathBuf,
+    key: &std::path::Path,
     digest: &str,
     tag: &str,
     timeout: u64,
@@ -317,7 +317,7 @@ async fn fetch_bundle(node: &str, digest: &str, timeout: u64) -> Result<serde_js
     }
 }
 
-fn verify(bundle: &PathBuf, genesis: &PathBuf) -> Result<i32> {
+fn verify(bundle: &std::path::Path, genesis: &std::path::Path) -> Result<i32> {
     let genesis_text = std::fs::read_to_string(genesis)
         .with_context(|| format!("cannot read {}", genesis.display()))?;
     let genesis = Genesis::from_json(&genesis_text).map_err(|e| anyhow!("genesis: {e}"))?;

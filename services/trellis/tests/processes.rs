@@ -224,4 +224,63 @@ async fn kill_nine_during_load_then_catch_up() {
         assert_eq!(b["id"], reference["id"], "{api}");
         assert_eq!(b["state_root"], reference["state_root"], "{api}");
     }
+
+    // The CLI end to end: anchor, fetch the bundle, verify it offline; a flipped byte fails.
+    let digest = "ab".repeat(32);
+    let out = Command::new(BIN)
+        .args(["tx", "anchor", "--node", &apis[victim], "--key"])
+        .arg(dir.join("accounts/member-1.json"))
+        .args([digest.as_str(), "--tag", "contract-7"])
+        .output()
+        .expect("tx anchor");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args(["proof", "anchor", "--node", &apis[1], digest.as_str()])
+        .output()
+        .expect("proof anchor");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bundle = dir.join("bundle.json");
+    std::fs::write(&bundle, &out.stdout).expect("write bundle");
+    let verify = |path: &Path| {
+        Command::new(BIN)
+            .args(["verify", "--bundle"])
+            .arg(path)
+            .arg("--genesis")
+            .arg(dir.join("genesis.json"))
+            .output()
+            .expect("verify")
+    };
+    let ok = verify(&bundle);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("VALID"));
+    let text = String::from_utf8_lossy(&out.stdout).replacen("contract-7", "contract-8", 1);
+    let tampered = dir.join("tampered.json");
+    std::fs::write(&tampered, text.as_bytes()).expect("write");
+    let bad = verify(&tampered);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stdout).starts_with("INVALID"));
+    // Bad CLI input: a one-line message and a non-zero exit.
+    let out = Command::new(BIN)
+        .args(["tx", "anchor", "--node", &apis[0], "--key"])
+        .arg(dir.join("accounts/member-1.json"))
+        .arg("not-hex")
+        .output()
+        .expect("tx anchor");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim().lines().count(),
+        1
+    );
 }
