@@ -216,6 +216,10 @@ pub struct ChainShared {
     pub txs_arrived: Notify,
     /// Latest executed height: reads of state use this version.
     pub executed: AtomicU64,
+    /// Next nonces of accounts as of the latest executed block, kept current by the driver from
+    /// each block's writes. Admission reads it instead of the store: the store's value history
+    /// makes each account read a reverse range scan.
+    nonces: RwLock<BTreeMap<PublicKey, u64>>,
     pub sync_batch: u32,
 }
 
@@ -247,9 +251,24 @@ impl Accounts for StateAt<'_> {
     }
 }
 
+impl Accounts for ChainShared {
+    fn next_nonce(&self, account: &PublicKey) -> Option<u64> {
+        ChainShared::next_nonce(self, account)
+    }
+}
+
+/// Account nonces read once per admitted batch.
+struct KnownAccounts(BTreeMap<PublicKey, Option<u64>>);
+
+impl Accounts for KnownAccounts {
+    fn next_nonce(&self, account: &PublicKey) -> Option<u64> {
+        self.0.get(account).copied().flatten()
+    }
+}
+
 /// Committed nonces advanced past transactions already in uncommitted ancestor blocks.
 struct PendingAccounts<'a> {
-    base: StateAt<'a>,
+    base: &'a ChainShared,
     next: BTreeMap<PublicKey, u64>,
 }
 
@@ -273,20 +292,66 @@ impl ChainShared {
         }
     }
 
+    /// An account's next nonce as of the latest executed block (`None`: not registered).
+    pub fn next_nonce(&self, account: &PublicKey) -> Option<u64> {
+        let cached = match self.nonces.read() {
+            Ok(n) => n.get(account).copied(),
+            Err(p) => p.into_inner().get(account).copied(),
+        };
+        if cached.is_some() {
+            return cached;
+        }
+        let nonce = self.state().next_nonce(account)?;
+        match self.nonces.write() {
+            Ok(mut n) => n.entry(*account).or_insert(nonce),
+            Err(p) => p.into_inner().entry(*account).or_insert(nonce),
+        };
+        Some(nonce)
+    }
+
+    fn note_account_writes(&self, writes: &WriteSet) {
+        let mut cache = match self.nonces.write() {
+            Ok(n) => n,
+            Err(p) => p.into_inner(),
+        };
+        for (key, value) in writes {
+            let Some(rest) = key.as_bytes().strip_prefix(b"acct/") else {
+                continue;
+            };
+            let Ok(bytes) = <[u8; 32]>::try_from(rest) else {
+                continue;
+            };
+            let account = value
+                .as_deref()
+                .and_then(|v| <trellis_types::pb::Account as prost::Message>::decode(v).ok());
+            match account {
+                Some(a) => cache.insert(PublicKey(bytes), a.next_nonce),
+                None => cache.remove(&PublicKey(bytes)),
+            };
+        }
+    }
+
     /// Admission of a batch of signed transactions (API or gossip). Signatures are verified
     /// outside the pool's lock, batched. Returns one result per input.
     pub fn admit(&self, raw: &[Vec<u8>]) -> Vec<Result<(Digest, Admitted), Rejected>> {
-        let decoded: Vec<Result<Transaction, Rejected>> = {
-            let pool = lock(&self.mempool);
-            raw.iter().map(|b| pool.decode(b)).collect()
-        };
-        let state = self.state();
+        // Decoding (with its hashing) and the account reads happen outside the pool's lock, so
+        // admissions on several threads and the driver do not queue behind each other.
+        let decoder = lock(&self.mempool).decoder();
+        let decoded: Vec<Result<Transaction, Rejected>> =
+            raw.iter().map(|b| decoder.decode(b)).collect();
+        let mut nonces: BTreeMap<PublicKey, Option<u64>> = BTreeMap::new();
+        for tx in decoded.iter().flatten() {
+            nonces
+                .entry(tx.sender())
+                .or_insert_with(|| self.next_nonce(&tx.sender()));
+        }
+        let accounts = KnownAccounts(nonces);
         let mut results: Vec<Result<(Digest, Admitted), Rejected>> = Vec::with_capacity(raw.len());
         let mut fresh = Vec::new();
         {
             let pool = lock(&self.mempool);
             for d in decoded {
-                match d.and_then(|tx| pool.screen(&tx, &state).map(|new| (tx, new))) {
+                match d.and_then(|tx| pool.screen(&tx, &accounts).map(|new| (tx, new))) {
                     Ok((tx, true)) => {
                         results.push(Ok((tx.hash(), Admitted::Added)));
                         fresh.push((results.len() - 1, tx));
@@ -444,6 +509,7 @@ pub struct Driver {
     awaiting_payload: Option<(Round, BlockId, Instant)>,
     deferred_verdicts: Vec<Block>,
     inflight: BTreeMap<BlockId, InflightBlock>,
+    decoded: BTreeMap<BlockId, Option<Arc<Vec<Transaction>>>>,
     epoch_length: Option<u64>,
     max_block_txs: usize,
     max_block_bytes: usize,
@@ -524,6 +590,7 @@ impl Driver {
             committed: committed_tx,
             txs_arrived: Notify::new(),
             executed: AtomicU64::new(executed),
+            nonces: RwLock::new(BTreeMap::new()),
             sync_batch: config.sync_batch,
             store,
         });
@@ -536,6 +603,7 @@ impl Driver {
             awaiting_payload: None,
             deferred_verdicts: Vec::new(),
             inflight: BTreeMap::new(),
+            decoded: BTreeMap::new(),
             epoch_length: genesis.params.epoch_length_blocks,
             max_block_txs: genesis.params.max_block_txs as usize,
             max_block_bytes: genesis.params.max_block_bytes as usize,
@@ -674,15 +742,27 @@ impl Driver {
         inputs
     }
 
+    /// Decodes a block's transactions once, for the verdict, the proposer's nonce tracking and
+    /// execution. `None` when the payload breaks the chain's limits.
+    fn decode_payload(&self, block: &Block) -> Option<Arc<Vec<Transaction>>> {
+        let raw = payload::decode(&block.payload, self.max_block_txs).ok()?;
+        let max_tx = self.shared.params.max_tx_bytes as usize;
+        let mut bytes = 0usize;
+        let mut txs = Vec::with_capacity(raw.len());
+        for r in raw {
+            bytes += r.len();
+            txs.push(Transaction::decode(r, max_tx).ok()?);
+        }
+        (bytes <= self.max_block_bytes).then(|| Arc::new(txs))
+    }
+
     fn note_inflight(&mut self, block: &Block) {
-        let Ok(txs) = payload::decode(&block.payload, self.max_block_txs) else {
+        let decoded = self.decode_payload(block);
+        self.decoded.insert(block.id(), decoded.clone());
+        let Some(txs) = decoded else {
             return;
         };
-        let nonces = txs
-            .iter()
-            .filter_map(|raw| Transaction::decode(raw, usize::MAX).ok())
-            .map(|tx| (tx.sender(), tx.nonce()))
-            .collect();
+        let nonces = txs.iter().map(|tx| (tx.sender(), tx.nonce())).collect();
         self.inflight.insert(
             block.id(),
             InflightBlock {
@@ -705,10 +785,7 @@ impl Driver {
             id = b.parent;
         }
         let accounts = PendingAccounts {
-            base: StateAt {
-                store: &self.shared.store,
-                version: self.executed,
-            },
+            base: &self.shared,
             next,
         };
         lock(&self.shared.mempool).next_block(&accounts, max_txs, self.max_block_bytes)
@@ -781,17 +858,11 @@ impl Driver {
         if block.header.next_committee != expected_next {
             return Some(false);
         }
-        let Ok(txs) = payload::decode(&block.payload, self.max_block_txs) else {
-            return Some(false);
+        let decoded = match self.decoded.get(&block.id()) {
+            Some(d) => d.is_some(),
+            None => self.decode_payload(block).is_some(),
         };
-        let mut bytes = 0usize;
-        for raw in &txs {
-            bytes += raw.len();
-            if Transaction::decode(raw, self.shared.params.max_tx_bytes as usize).is_err() {
-                return Some(false);
-            }
-        }
-        Some(bytes <= self.max_block_bytes)
+        Some(decoded)
     }
 
     fn release_verdicts(&mut self) -> Vec<Input> {
@@ -819,11 +890,17 @@ impl Driver {
         let height = block.height();
         // Validators checked the payload before voting; a payload that still fails to decode
         // executes as empty, the same on every node.
-        let raw = payload::decode(&block.payload, usize::MAX).unwrap_or_default();
-        let txs: Vec<Transaction> = raw
-            .iter()
-            .filter_map(|r| Transaction::decode(r, usize::MAX).ok())
-            .collect();
+        let txs: Arc<Vec<Transaction>> = match self.decoded.remove(&block.id()).flatten() {
+            Some(txs) => txs,
+            None => {
+                let raw = payload::decode(&block.payload, usize::MAX).unwrap_or_default();
+                Arc::new(
+                    raw.iter()
+                        .filter_map(|r| Transaction::decode(r, usize::MAX).ok())
+                        .collect(),
+                )
+            }
+        };
         // Signatures this node verified at admission are not verified again (see
         // `execute_block_checked`); the pool lock is held only to look them up.
         let known: Vec<bool> = {
@@ -874,17 +951,17 @@ impl Driver {
             head: serde_json::to_vec(&record).map_err(|_| ChainError::Corrupt("head"))?,
         })?;
         self.tree.committed(height);
+        self.shared.note_account_writes(&outcome.writes);
         self.executed = height;
         self.shared.executed.store(height, Ordering::Release);
         {
             let mut pool = lock(&self.shared.mempool);
             pool.remove(txs.iter().map(|t| t.hash()));
-            pool.prune(&StateAt {
-                store: &self.shared.store,
-                version: height,
-            });
+            pool.prune(&*self.shared);
         }
         self.inflight.retain(|_, b| b.height > height);
+        let inflight = &self.inflight;
+        self.decoded.retain(|id, _| inflight.contains_key(id));
         // Old tree versions are only needed for proofs against recent heads.
         if height.is_multiple_of(PRUNE_EVERY)
             && height > KEEP_VERSIONS

@@ -70,6 +70,26 @@ impl Rejected {
     }
 }
 
+/// Decoding and the chain check: pure, so it runs outside any lock.
+#[derive(Clone, Debug)]
+pub struct TxDecoder {
+    chain_id: String,
+    max_tx_bytes: usize,
+}
+
+impl TxDecoder {
+    pub fn decode(&self, bytes: &[u8]) -> Result<Transaction, Rejected> {
+        let tx = Transaction::decode(bytes, self.max_tx_bytes)?;
+        if tx.chain_id() != self.chain_id {
+            return Err(Rejected::WrongChain {
+                got: tx.chain_id().to_string(),
+                want: self.chain_id.clone(),
+            });
+        }
+        Ok(tx)
+    }
+}
+
 /// Pending transactions, bounded in count and bytes. Deterministic: ordered maps only.
 pub struct Mempool {
     chain_id: String,
@@ -133,16 +153,17 @@ impl Mempool {
         results
     }
 
-    /// Decoding and the chain check: pure, so callers run it before taking a lock on the pool.
-    pub fn decode(&self, bytes: &[u8]) -> Result<Transaction, Rejected> {
-        let tx = Transaction::decode(bytes, self.config.max_tx_bytes)?;
-        if tx.chain_id() != self.chain_id {
-            return Err(Rejected::WrongChain {
-                got: tx.chain_id().to_string(),
-                want: self.chain_id.clone(),
-            });
+    /// What [`TxDecoder::decode`] needs, so callers decode without holding a lock on the pool.
+    pub fn decoder(&self) -> TxDecoder {
+        TxDecoder {
+            chain_id: self.chain_id.clone(),
+            max_tx_bytes: self.config.max_tx_bytes,
         }
-        Ok(tx)
+    }
+
+    /// Decoding and the chain check.
+    pub fn decode(&self, bytes: &[u8]) -> Result<Transaction, Rejected> {
+        self.decoder().decode(bytes)
     }
 
     /// The stateful checks of a decoded transaction (duplicate, account, nonce); `Ok(false)` for

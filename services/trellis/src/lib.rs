@@ -1,6 +1,6 @@
 //! The `trellis` binary's subcommands as a library, so end-to-end tests drive the same code:
 //! [`devnet`] (files and in-process consortium), [`client`] (the client API over HTTP) and
-//! [`bench`].
+//! [`bench`](mod@bench).
 
 #![forbid(unsafe_code)]
 
