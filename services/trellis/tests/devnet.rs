@@ -27,7 +27,7 @@ impl Devnet {
         let network = devnet::init(&dir, validators, 2, "devnet-test").expect("init");
         let mut nodes = Vec::new();
         for n in &network.nodes {
-            let config = NodeConfig::load(&n.config, Vec::new()).expect("config");
+            let config = load_config(&n.config);
             nodes.push(Some(RunningNode::start(config).await.expect("node starts")));
         }
         Devnet {
@@ -90,7 +90,7 @@ impl Devnet {
     }
 
     async fn wait_height(&self, i: usize, height: u64) {
-        for _ in 0..600 {
+        for _ in 0..1200 {
             let (_, v) = self.get(i, "/v1/status").await;
             if v["committed_height"].as_u64().unwrap_or(0) >= height {
                 return;
@@ -106,6 +106,21 @@ impl Devnet {
             .signer()
             .expect("signer")
     }
+}
+
+/// Three test devnets share this process and two cores; a shorter round timeout keeps a
+/// committee with a stopped member moving (its leader slots time out).
+fn load_config(path: &Path) -> NodeConfig {
+    let env = vec![(
+        "TRELLIS__TUNING__BASE_TIMEOUT_MS".to_string(),
+        "500".to_string(),
+    )];
+    let config = NodeConfig::load(path, env).expect("config");
+    assert_eq!(
+        config.tuning.base_timeout_ms, 500,
+        "environment override applies"
+    );
+    config
 }
 
 fn anchor_tx(signer: &Signer, nonce: u64, digest: Digest, tag: &str) -> Transaction {
@@ -319,13 +334,13 @@ async fn a_restarted_validator_catches_up() {
     }
     let v = net.wait_status(0, &last, "committed").await;
     let height = v["height"].as_u64().expect("height");
-    net.wait_height(0, height + 40).await;
-    let config = NodeConfig::load(&net.network.nodes[3].config, Vec::new()).expect("config");
+    net.wait_height(0, height + 20).await;
+    let config = load_config(&net.network.nodes[3].config);
     net.nodes[3] = Some(RunningNode::start(config).await.expect("restart"));
     net.wait_status(3, &last, "committed").await;
-    net.wait_height(3, height + 45).await;
-    let (_, a) = net.get(0, &format!("/v1/blocks/{}", height + 40)).await;
-    let (_, b) = net.get(3, &format!("/v1/blocks/{}", height + 40)).await;
+    net.wait_height(3, height + 25).await;
+    let (_, a) = net.get(0, &format!("/v1/blocks/{}", height + 20)).await;
+    let (_, b) = net.get(3, &format!("/v1/blocks/{}", height + 20)).await;
     assert_eq!(a["id"], b["id"]);
     assert_eq!(a["state_root"], b["state_root"]);
     for n in net.nodes.into_iter().flatten() {
