@@ -544,10 +544,7 @@ pub struct StatusView {
 /// Chain id, epoch, round, committed height, head hash, state root, connected peers, pool size.
 #[utoipa::path(get, path = "/v1/status", responses((status = 200, body = StatusView)))]
 async fn status(State(st): St) -> Json<StatusView> {
-    let s = match st.chain.status.read() {
-        Ok(s) => s.clone(),
-        Err(p) => p.into_inner().clone(),
-    };
+    let s = st.chain.status_snapshot();
     let (size, bytes) = {
         let pool = lock(&st.chain.mempool);
         (pool.len(), pool.bytes())
@@ -594,10 +591,7 @@ async fn ready(State(st): St) -> Response {
 
 async fn metrics(State(st): St) -> Response {
     let m = &st.chain.metrics;
-    let s = match st.chain.status.read() {
-        Ok(s) => s.clone(),
-        Err(p) => p.into_inner().clone(),
-    };
+    let s = st.chain.status_snapshot();
     let net = st.chain.net.stats();
     let (pool_len, pool_bytes) = {
         let pool = lock(&st.chain.mempool);

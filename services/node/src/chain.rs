@@ -292,6 +292,13 @@ impl ChainShared {
         }
     }
 
+    pub fn status_snapshot(&self) -> ChainStatus {
+        match self.status.read() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
     /// An account's next nonce as of the latest executed block (`None`: not registered).
     pub fn next_nonce(&self, account: &PublicKey) -> Option<u64> {
         let cached = match self.nonces.read() {
