@@ -1,22 +1,34 @@
-//! The beacon application, first version: a genesis registry of member accounts and one
-//! business transaction, `Anchor` — record a 32-byte evidence digest with a short tag, signed
-//! by a member account.
+//! The beacon application: the consortium registry and the evidence index.
 //!
-//! Rules, checked in order for each transaction of a block (a failed check leaves state
-//! untouched and gives a receipt saying why):
+//! Genesis registers member orgs with their accounts (plus operator, regulator and bank
+//! accounts) and the governance parameters. Transactions:
+//! - `Anchor` — a member account records a 32-byte evidence digest with a short tag;
+//! - `AttestIdentity` — an operator account (the identity service's verifier) records a salted
+//!   commitment to the real-name identity it checked for an org key;
+//! - `Propose` — a member or operator opens a proposal: admit an attested org, remove a member,
+//!   change a governance parameter;
+//! - `Vote` — a member org votes once on an open, unexpired proposal; when the yes-votes reach the
+//!   threshold the proposal passes and takes effect in the same transaction; when they no longer
+//!   can, it is rejected;
+//! - `RevokeCertificate` — an operator (the consortium CA) revokes a certificate serial.
+//!
+//! Every transaction is checked in order (a failed check leaves state untouched and gives a
+//! receipt saying why):
 //! 1. the transaction is for this chain and its signature verifies;
 //! 2. the sender is a registered account;
 //! 3. its nonce is exactly the account's next nonce;
-//! 4. the account's role may anchor (members only);
-//! 5. the digest was not anchored before (a digest has one anchor, so its proof is unique).
+//! 4. the action's own rules (role, membership, proposal state, ...), all checked before any
+//!    write.
 //!
-//! Applied transactions raise the sender's next nonce and write the anchor record.
+//! Applied transactions raise the sender's next nonce and write their records. Only keys,
+//! hashes, org ids and salted commitments are written: never personal data.
 
 use crate::state::{Overlay, StateKey, StateView, WriteSet};
 use prost::Message;
-use std::collections::BTreeSet;
-use trellis_types::pb::{self, Role};
-use trellis_types::{Action, Digest, PublicKey, Transaction};
+use std::collections::{BTreeMap, BTreeSet};
+use trellis_types::pb::{self, MemberStatus, ProposalStatus, Role};
+use trellis_types::tx::proposal_kind_to_pb;
+use trellis_types::{Action, Digest, ProposalKind, PublicKey, Transaction};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GenesisAccount {
@@ -25,10 +37,29 @@ pub struct GenesisAccount {
     pub role: Role,
 }
 
+/// Governance parameters (see `trellis.v1.GovernanceParams`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Governance {
+    pub approval_num: u32,
+    pub approval_den: u32,
+    pub proposal_ttl_blocks: u64,
+}
+
+impl Default for Governance {
+    fn default() -> Self {
+        Governance {
+            approval_num: 2,
+            approval_den: 3,
+            proposal_ttl_blocks: trellis_types::genesis::DEFAULT_PROPOSAL_TTL_BLOCKS,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BeaconGenesis {
     pub chain_id: String,
     pub accounts: Vec<GenesisAccount>,
+    pub governance: Governance,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -39,6 +70,10 @@ pub enum GenesisError {
     NoRole(PublicKey),
     #[error("the chain id is empty")]
     NoChainId,
+    #[error("org id {0:?} is not valid")]
+    BadOrg(String),
+    #[error("governance parameters are not valid")]
+    BadGovernance,
 }
 
 impl BeaconGenesis {
@@ -47,8 +82,13 @@ impl BeaconGenesis {
         if self.chain_id.is_empty() {
             return Err(GenesisError::NoChainId);
         }
+        let g = self.governance;
+        if g.approval_num == 0 || g.approval_num > g.approval_den || g.proposal_ttl_blocks == 0 {
+            return Err(GenesisError::BadGovernance);
+        }
         let mut seen = BTreeSet::new();
         let mut writes = WriteSet::new();
+        let mut members: BTreeMap<&str, Vec<Vec<u8>>> = BTreeMap::new();
         for a in &self.accounts {
             if !seen.insert(a.key) {
                 return Err(GenesisError::DuplicateAccount(a.key));
@@ -62,7 +102,32 @@ impl BeaconGenesis {
                 next_nonce: 0,
             };
             writes.insert(StateKey::account(&a.key), Some(record.encode_to_vec()));
+            if a.role == Role::Member {
+                if trellis_types::OrgId::parse(&a.org, "org").is_err() {
+                    return Err(GenesisError::BadOrg(a.org.clone()));
+                }
+                members.entry(&a.org).or_default().push(a.key.0.to_vec());
+            }
         }
+        for (org, keys) in &members {
+            let member = pb::Member {
+                org: org.to_string(),
+                status: MemberStatus::Active as i32,
+                keys: keys.clone(),
+                ..Default::default()
+            };
+            writes.insert(StateKey::member(org), Some(member.encode_to_vec()));
+        }
+        let index = pb::MemberIndex {
+            orgs: members.keys().map(|o| o.to_string()).collect(),
+        };
+        writes.insert(StateKey::member_index(), Some(index.encode_to_vec()));
+        let params = pb::GovernanceParams {
+            approval_num: g.approval_num,
+            approval_den: g.approval_den,
+            proposal_ttl_blocks: g.proposal_ttl_blocks,
+        };
+        writes.insert(StateKey::governance_params(), Some(params.encode_to_vec()));
         Ok(writes)
     }
 }
@@ -82,14 +147,77 @@ pub enum Rejection {
     RoleMayNotAnchor(Role),
     #[error("digest was already anchored")]
     AlreadyAnchored,
+    #[error("accounts with role {role:?} may not {action}")]
+    RoleMayNot { action: &'static str, role: Role },
+    #[error("the sender's org is not an active member")]
+    NotAMember,
+    #[error("org {0} is already a member")]
+    AlreadyMember(String),
+    #[error("org {0} is not an active member")]
+    UnknownMember(String),
+    #[error("the org key is already a registered account")]
+    KeyInUse,
+    #[error("the org key has no identity attestation")]
+    NoAttestation,
+    #[error("proposal {0} about this org is still open")]
+    ProposalOpen(u64),
+    #[error("removing the last member would leave nobody to govern")]
+    LastMember,
+    #[error("parameter {name}: {reason}")]
+    BadParameter { name: String, reason: &'static str },
+    #[error("proposal {0} does not exist")]
+    UnknownProposal(u64),
+    #[error("proposal {0} is already decided")]
+    ProposalClosed(u64),
+    #[error("proposal {id} expired at height {expires_height}")]
+    ProposalExpired { id: u64, expires_height: u64 },
+    #[error("org {0} already voted on this proposal")]
+    AlreadyVoted(String),
+    #[error("certificate serial is already revoked")]
+    AlreadyRevoked,
     #[error("stored record is unreadable")]
     CorruptState,
+}
+
+impl Rejection {
+    /// A stable, machine-readable name for the rejection (clients map it to their errors).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::WrongChain => "wrong-chain",
+            Rejection::BadSignature => "bad-signature",
+            Rejection::UnknownAccount => "unknown-account",
+            Rejection::BadNonce { .. } => "bad-nonce",
+            Rejection::RoleMayNotAnchor(_) | Rejection::RoleMayNot { .. } => "role-not-allowed",
+            Rejection::AlreadyAnchored => "already-anchored",
+            Rejection::NotAMember => "not-a-member",
+            Rejection::AlreadyMember(_) => "already-member",
+            Rejection::UnknownMember(_) => "unknown-member",
+            Rejection::KeyInUse => "key-in-use",
+            Rejection::NoAttestation => "no-attestation",
+            Rejection::ProposalOpen(_) => "proposal-open",
+            Rejection::LastMember => "last-member",
+            Rejection::BadParameter { .. } => "bad-parameter",
+            Rejection::UnknownProposal(_) => "unknown-proposal",
+            Rejection::ProposalClosed(_) => "proposal-closed",
+            Rejection::ProposalExpired { .. } => "proposal-expired",
+            Rejection::AlreadyVoted(_) => "already-voted",
+            Rejection::AlreadyRevoked => "already-revoked",
+            Rejection::CorruptState => "corrupt-state",
+        }
+    }
+}
+
+/// What an applied transaction did beyond raising its sender's nonce.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The proposal the transaction opened or voted on.
+    pub proposal_id: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Receipt {
     pub tx_hash: Digest,
-    pub outcome: Result<(), Rejection>,
+    pub outcome: Result<Applied, Rejection>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,9 +236,67 @@ pub fn read_anchor(view: &impl StateView, digest: &Digest) -> Option<pb::AnchorR
         .and_then(|v| pb::AnchorRecord::decode(v.as_slice()).ok())
 }
 
-/// Executes a block's transactions in order on top of `view`.
-pub fn execute_block(chain_id: &str, view: &impl StateView, txs: &[Transaction]) -> BlockOutcome {
-    execute_block_checked(chain_id, view, txs, |_| false)
+pub fn read_member(view: &impl StateView, org: &str) -> Option<pb::Member> {
+    decode_at(view, &StateKey::member(org))
+}
+
+pub fn read_member_index(view: &impl StateView) -> pb::MemberIndex {
+    decode_at(view, &StateKey::member_index()).unwrap_or_default()
+}
+
+pub fn read_attestation(view: &impl StateView, key: &PublicKey) -> Option<pb::Attestation> {
+    decode_at(view, &StateKey::attestation(key))
+}
+
+pub fn read_governance(view: &impl StateView) -> Governance {
+    decode_at::<pb::GovernanceParams>(view, &StateKey::governance_params())
+        .map(|p| Governance {
+            approval_num: p.approval_num,
+            approval_den: p.approval_den,
+            proposal_ttl_blocks: p.proposal_ttl_blocks,
+        })
+        .unwrap_or_default()
+}
+
+pub fn read_proposal(view: &impl StateView, id: u64) -> Option<pb::GovernanceProposal> {
+    decode_at(view, &StateKey::proposal(id))
+}
+
+/// The highest proposal id handed out (0 when none).
+pub fn read_last_proposal_id(view: &impl StateView) -> u64 {
+    decode_at::<pb::ProposalCounter>(view, &StateKey::proposal_counter())
+        .map(|c| c.last)
+        .unwrap_or(0)
+}
+
+pub fn read_revocations(view: &impl StateView) -> pb::RevocationList {
+    decode_at(view, &StateKey::revocations()).unwrap_or_default()
+}
+
+/// How a proposal stands at `height`: its recorded status, or expired when it is still open
+/// past its last voting height.
+pub fn proposal_standing(p: &pb::GovernanceProposal, height: u64) -> &'static str {
+    match p.status() {
+        ProposalStatus::Passed => "passed",
+        ProposalStatus::Rejected => "rejected",
+        ProposalStatus::Open if height > p.expires_height => "expired",
+        _ => "open",
+    }
+}
+
+fn decode_at<M: Message + Default>(view: &impl StateView, key: &StateKey) -> Option<M> {
+    view.get(key).and_then(|v| M::decode(v.as_slice()).ok())
+}
+
+/// Executes a block's transactions in order on top of `view`; `height` is the block's height
+/// (proposals expire by height).
+pub fn execute_block(
+    chain_id: &str,
+    height: u64,
+    view: &impl StateView,
+    txs: &[Transaction],
+) -> BlockOutcome {
+    execute_block_checked(chain_id, height, view, txs, |_| false)
 }
 
 /// [`execute_block`] where `already_verified(i)` says that this node has already verified the
@@ -118,6 +304,7 @@ pub fn execute_block(chain_id: &str, view: &impl StateView, txs: &[Transaction])
 /// transaction (ZIP-215), so skipping it for those changes no outcome; it only saves the work.
 pub fn execute_block_checked(
     chain_id: &str,
+    height: u64,
     view: &impl StateView,
     txs: &[Transaction],
     already_verified: impl Fn(usize) -> bool,
@@ -138,7 +325,7 @@ pub fn execute_block_checked(
             } else if signature.is_err() {
                 Err(Rejection::BadSignature)
             } else {
-                apply(&mut state, tx)
+                apply(&mut state, height, tx)
             };
             Receipt {
                 tx_hash: tx.hash(),
@@ -152,10 +339,30 @@ pub fn execute_block_checked(
     }
 }
 
-fn apply<V: StateView>(state: &mut Overlay<'_, V>, tx: &Transaction) -> Result<(), Rejection> {
+/// Writes of one transaction, applied only when every check passed.
+type Writes = Vec<(StateKey, Option<Vec<u8>>)>;
+
+fn put(writes: &mut Writes, key: StateKey, record: &impl Message) {
+    writes.push((key, Some(record.encode_to_vec())));
+}
+
+fn read<M: Message + Default, V: StateView>(
+    state: &Overlay<'_, V>,
+    key: &StateKey,
+) -> Result<Option<M>, Rejection> {
+    state
+        .get(key)
+        .map(|v| M::decode(v.as_slice()).map_err(|_| Rejection::CorruptState))
+        .transpose()
+}
+
+fn apply<V: StateView>(
+    state: &mut Overlay<'_, V>,
+    height: u64,
+    tx: &Transaction,
+) -> Result<Applied, Rejection> {
     let account_key = StateKey::account(&tx.sender());
-    let bytes = state.get(&account_key).ok_or(Rejection::UnknownAccount)?;
-    let mut account = pb::Account::decode(bytes.as_slice()).map_err(|_| Rejection::CorruptState)?;
+    let account: pb::Account = read(state, &account_key)?.ok_or(Rejection::UnknownAccount)?;
     let bad_nonce = Rejection::BadNonce {
         expected: account.next_nonce,
         got: tx.nonce(),
@@ -164,9 +371,10 @@ fn apply<V: StateView>(state: &mut Overlay<'_, V>, tx: &Transaction) -> Result<(
         return Err(bad_nonce);
     }
     let next_nonce = account.next_nonce.checked_add(1).ok_or(bad_nonce)?;
-    match tx.action() {
+    let mut writes = Writes::new();
+    let role = account.role();
+    let applied = match tx.action() {
         Action::Anchor { digest, tag } => {
-            let role = account.role();
             if role != Role::Member {
                 return Err(Rejection::RoleMayNotAnchor(role));
             }
@@ -179,10 +387,391 @@ fn apply<V: StateView>(state: &mut Overlay<'_, V>, tx: &Transaction) -> Result<(
                 tag: tag.as_str().to_string(),
                 tx_hash: tx.hash().0.to_vec(),
             };
-            state.put(anchor_key, record.encode_to_vec());
+            put(&mut writes, anchor_key, &record);
+            Applied::default()
+        }
+        Action::AttestIdentity {
+            subject,
+            commitment,
+            level,
+        } => {
+            require_role(role, Role::Operator, "attest identities")?;
+            let record = pb::Attestation {
+                commitment: commitment.0.to_vec(),
+                level: *level,
+                verifier: tx.sender().0.to_vec(),
+                height,
+                tx_hash: tx.hash().0.to_vec(),
+            };
+            put(&mut writes, StateKey::attestation(subject), &record);
+            Applied::default()
+        }
+        Action::Propose(kind) => {
+            if role != Role::Operator {
+                require_active_member(state, &account, "open proposals")?;
+            }
+            let id = propose(state, height, tx, kind, &mut writes)?;
+            Applied {
+                proposal_id: Some(id),
+            }
+        }
+        Action::Vote {
+            proposal_id,
+            approve,
+        } => {
+            require_active_member(state, &account, "vote")?;
+            vote(
+                state,
+                height,
+                &account.org,
+                *proposal_id,
+                *approve,
+                &mut writes,
+            )?;
+            Applied {
+                proposal_id: Some(*proposal_id),
+            }
+        }
+        Action::RevokeCertificate { serial, reason } => {
+            require_role(role, Role::Operator, "revoke certificates")?;
+            let mut list: pb::RevocationList =
+                read(state, &StateKey::revocations())?.unwrap_or_default();
+            let at = match list
+                .entries
+                .binary_search_by(|e| e.serial.as_slice().cmp(serial.as_slice()))
+            {
+                Ok(_) => return Err(Rejection::AlreadyRevoked),
+                Err(at) => at,
+            };
+            list.entries.insert(
+                at,
+                pb::Revocation {
+                    serial: serial.clone(),
+                    reason: *reason,
+                    height,
+                    revoker: tx.sender().0.to_vec(),
+                },
+            );
+            put(&mut writes, StateKey::revocations(), &list);
+            Applied::default()
+        }
+    };
+    // The sender's record is re-read after the action's writes: a vote that removes the
+    // sender's own org has just cleared its role, and the nonce raise must keep that.
+    for (k, v) in writes {
+        match v {
+            Some(v) => state.put(k, v),
+            None => state.delete(k),
         }
     }
+    let mut account: pb::Account = read(state, &account_key)?.unwrap_or(account.clone());
     account.next_nonce = next_nonce;
     state.put(account_key, account.encode_to_vec());
+    Ok(applied)
+}
+
+fn require_role(role: Role, needed: Role, action: &'static str) -> Result<(), Rejection> {
+    if role == needed {
+        Ok(())
+    } else {
+        Err(Rejection::RoleMayNot { action, role })
+    }
+}
+
+fn require_active_member<V: StateView>(
+    state: &Overlay<'_, V>,
+    account: &pb::Account,
+    action: &'static str,
+) -> Result<(), Rejection> {
+    if account.role() != Role::Member {
+        return Err(Rejection::RoleMayNot {
+            action,
+            role: account.role(),
+        });
+    }
+    match read::<pb::Member, V>(state, &StateKey::member(&account.org))? {
+        Some(m) if m.status() == MemberStatus::Active => Ok(()),
+        _ => Err(Rejection::NotAMember),
+    }
+}
+
+fn active_members<V: StateView>(state: &Overlay<'_, V>) -> Result<u64, Rejection> {
+    let index: pb::MemberIndex = read(state, &StateKey::member_index())?.unwrap_or_default();
+    let mut n = 0;
+    for org in &index.orgs {
+        if let Some(m) = read::<pb::Member, V>(state, &StateKey::member(org))?
+            && m.status() == MemberStatus::Active
+        {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// The id of `org`'s proposal that is still open and unexpired, if any.
+fn open_proposal_for<V: StateView>(
+    state: &Overlay<'_, V>,
+    height: u64,
+    org: &str,
+) -> Result<Option<u64>, Rejection> {
+    let Some(c) = read::<pb::ProposalCounter, V>(state, &StateKey::open_proposal(org))? else {
+        return Ok(None);
+    };
+    let p: Option<pb::GovernanceProposal> = read(state, &StateKey::proposal(c.last))?;
+    Ok(p.filter(|p| proposal_standing(p, height) == "open")
+        .map(|p| p.id))
+}
+
+/// Parses an `approval_threshold` value "n/d": 1 ≤ n ≤ d ≤ 1000 and more than half.
+pub fn parse_threshold(value: &str) -> Option<(u32, u32)> {
+    let (n, d) = value.split_once('/')?;
+    let (n, d): (u32, u32) = (n.parse().ok()?, d.parse().ok()?);
+    // A threshold of half or less would let two disjoint halves pass contradicting proposals.
+    (n >= 1 && n <= d && d <= 1000 && 2 * n > d).then_some((n, d))
+}
+
+fn check_parameter(name: &str, value: &str) -> Result<(), Rejection> {
+    let bad = |reason| Rejection::BadParameter {
+        name: name.to_string(),
+        reason,
+    };
+    match name {
+        "approval_threshold" => parse_threshold(value)
+            .map(|_| ())
+            .ok_or_else(|| bad("must be n/d with d ≤ 1000 and more than half")),
+        "proposal_ttl_blocks" => match value.parse::<u64>() {
+            Ok(v) if (1..=100_000_000).contains(&v) => Ok(()),
+            _ => Err(bad("must be an integer from 1 to 100000000")),
+        },
+        _ => Err(bad("is not a governance parameter")),
+    }
+}
+
+fn propose<V: StateView>(
+    state: &Overlay<'_, V>,
+    height: u64,
+    tx: &Transaction,
+    kind: &ProposalKind,
+    writes: &mut Writes,
+) -> Result<u64, Rejection> {
+    let subject_org = match kind {
+        ProposalKind::AdmitMember { org, org_key } => {
+            if let Some(m) = read::<pb::Member, V>(state, &StateKey::member(org.as_str()))?
+                && m.status() == MemberStatus::Active
+            {
+                return Err(Rejection::AlreadyMember(org.to_string()));
+            }
+            if state.get(&StateKey::account(org_key)).is_some() {
+                return Err(Rejection::KeyInUse);
+            }
+            if state.get(&StateKey::attestation(org_key)).is_none() {
+                return Err(Rejection::NoAttestation);
+            }
+            Some(org.as_str())
+        }
+        ProposalKind::RemoveMember { org } => {
+            match read::<pb::Member, V>(state, &StateKey::member(org.as_str()))? {
+                Some(m) if m.status() == MemberStatus::Active => {}
+                _ => return Err(Rejection::UnknownMember(org.to_string())),
+            }
+            if active_members(state)? <= 1 {
+                return Err(Rejection::LastMember);
+            }
+            Some(org.as_str())
+        }
+        ProposalKind::SetParameter { name, value } => {
+            check_parameter(name, value)?;
+            None
+        }
+    };
+    if let Some(org) = subject_org
+        && let Some(open) = open_proposal_for(state, height, org)?
+    {
+        return Err(Rejection::ProposalOpen(open));
+    }
+    let last = read::<pb::ProposalCounter, V>(state, &StateKey::proposal_counter())?
+        .map(|c| c.last)
+        .unwrap_or(0);
+    let id = last + 1;
+    let g = read_governance(state);
+    let proposal = pb::GovernanceProposal {
+        id,
+        proposer: tx.sender().0.to_vec(),
+        kind: Some(match proposal_kind_to_pb(kind) {
+            pb::propose::Kind::AdmitMember(a) => pb::governance_proposal::Kind::AdmitMember(a),
+            pb::propose::Kind::RemoveMember(r) => pb::governance_proposal::Kind::RemoveMember(r),
+            pb::propose::Kind::SetParameter(s) => pb::governance_proposal::Kind::SetParameter(s),
+        }),
+        created_height: height,
+        expires_height: height.saturating_add(g.proposal_ttl_blocks),
+        electorate: active_members(state)?,
+        yes: vec![],
+        no: vec![],
+        status: ProposalStatus::Open as i32,
+        decided_height: 0,
+        approval_num: g.approval_num,
+        approval_den: g.approval_den,
+    };
+    put(writes, StateKey::proposal(id), &proposal);
+    put(
+        writes,
+        StateKey::proposal_counter(),
+        &pb::ProposalCounter { last: id },
+    );
+    if let Some(org) = subject_org {
+        put(
+            writes,
+            StateKey::open_proposal(org),
+            &pb::ProposalCounter { last: id },
+        );
+    }
+    Ok(id)
+}
+
+fn vote<V: StateView>(
+    state: &Overlay<'_, V>,
+    height: u64,
+    voter_org: &str,
+    id: u64,
+    approve: bool,
+    writes: &mut Writes,
+) -> Result<(), Rejection> {
+    let mut p: pb::GovernanceProposal =
+        read(state, &StateKey::proposal(id))?.ok_or(Rejection::UnknownProposal(id))?;
+    match proposal_standing(&p, height) {
+        "open" => {}
+        "expired" => {
+            return Err(Rejection::ProposalExpired {
+                id,
+                expires_height: p.expires_height,
+            });
+        }
+        _ => return Err(Rejection::ProposalClosed(id)),
+    }
+    if p.yes.iter().chain(&p.no).any(|o| o == voter_org) {
+        return Err(Rejection::AlreadyVoted(voter_org.to_string()));
+    }
+    if approve {
+        p.yes.push(voter_org.to_string());
+    } else {
+        p.no.push(voter_org.to_string());
+    }
+    let (num, den) = (u128::from(p.approval_num), u128::from(p.approval_den));
+    let electorate = u128::from(p.electorate);
+    let yes = p.yes.len() as u128;
+    let no = p.no.len() as u128;
+    if yes * den >= num * electorate {
+        p.status = ProposalStatus::Passed as i32;
+        p.decided_height = height;
+        // An org admitted by another proposal meanwhile may hold the key now: then this one
+        // cannot take effect and is recorded as rejected instead.
+        if !enact(state, height, &p, writes)? {
+            p.status = ProposalStatus::Rejected as i32;
+        }
+    } else if electorate.saturating_sub(no) * den < num * electorate {
+        // Even if every remaining member voted yes the threshold is out of reach.
+        p.status = ProposalStatus::Rejected as i32;
+        p.decided_height = height;
+    }
+    if p.status() != ProposalStatus::Open
+        && let Some(org) = proposal_org(&p)
+    {
+        writes.push((StateKey::open_proposal(&org), None));
+    }
+    put(writes, StateKey::proposal(id), &p);
     Ok(())
+}
+
+fn proposal_org(p: &pb::GovernanceProposal) -> Option<String> {
+    match &p.kind {
+        Some(pb::governance_proposal::Kind::AdmitMember(a)) => Some(a.org.clone()),
+        Some(pb::governance_proposal::Kind::RemoveMember(r)) => Some(r.org.clone()),
+        _ => None,
+    }
+}
+
+/// Applies a passed proposal's effect; false when it can no longer take effect.
+fn enact<V: StateView>(
+    state: &Overlay<'_, V>,
+    height: u64,
+    p: &pb::GovernanceProposal,
+    writes: &mut Writes,
+) -> Result<bool, Rejection> {
+    match &p.kind {
+        Some(pb::governance_proposal::Kind::AdmitMember(a)) => {
+            let Ok(key) = <[u8; 32]>::try_from(a.org_key.as_slice()) else {
+                return Err(Rejection::CorruptState);
+            };
+            let key = PublicKey(key);
+            if state.get(&StateKey::account(&key)).is_some() {
+                return Ok(false);
+            }
+            let member = pb::Member {
+                org: a.org.clone(),
+                status: MemberStatus::Active as i32,
+                keys: vec![key.0.to_vec()],
+                admitted_height: height,
+                removed_height: 0,
+                proposal_id: p.id,
+            };
+            put(writes, StateKey::member(&a.org), &member);
+            let mut index: pb::MemberIndex =
+                read(state, &StateKey::member_index())?.unwrap_or_default();
+            if let Err(at) = index.orgs.binary_search(&a.org) {
+                index.orgs.insert(at, a.org.clone());
+                put(writes, StateKey::member_index(), &index);
+            }
+            let account = pb::Account {
+                org: a.org.clone(),
+                role: Role::Member as i32,
+                next_nonce: 0,
+            };
+            put(writes, StateKey::account(&key), &account);
+        }
+        Some(pb::governance_proposal::Kind::RemoveMember(r)) => {
+            let Some(mut member) = read::<pb::Member, V>(state, &StateKey::member(&r.org))? else {
+                return Ok(false);
+            };
+            if member.status() != MemberStatus::Active {
+                return Ok(false);
+            }
+            member.status = MemberStatus::Removed as i32;
+            member.removed_height = height;
+            member.proposal_id = p.id;
+            for k in &member.keys {
+                let Ok(key) = <[u8; 32]>::try_from(k.as_slice()) else {
+                    return Err(Rejection::CorruptState);
+                };
+                let key = StateKey::account(&PublicKey(key));
+                // The account stays (its nonce must never restart) but loses its role.
+                if let Some(mut acct) = read::<pb::Account, V>(state, &key)? {
+                    acct.role = Role::Unspecified as i32;
+                    put(writes, key, &acct);
+                }
+            }
+            put(writes, StateKey::member(&r.org), &member);
+        }
+        Some(pb::governance_proposal::Kind::SetParameter(s)) => {
+            let mut g = read_governance(state);
+            match s.name.as_str() {
+                "approval_threshold" => match parse_threshold(&s.value) {
+                    Some((n, d)) => (g.approval_num, g.approval_den) = (n, d),
+                    None => return Ok(false),
+                },
+                "proposal_ttl_blocks" => match s.value.parse() {
+                    Ok(v) => g.proposal_ttl_blocks = v,
+                    Err(_) => return Ok(false),
+                },
+                _ => return Ok(false),
+            }
+            let params = pb::GovernanceParams {
+                approval_num: g.approval_num,
+                approval_den: g.approval_den,
+                proposal_ttl_blocks: g.proposal_ttl_blocks,
+            };
+            put(writes, StateKey::governance_params(), &params);
+        }
+        None => return Err(Rejection::CorruptState),
+    }
+    Ok(true)
 }

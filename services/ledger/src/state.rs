@@ -1,8 +1,19 @@
 //! Application state as ordered key → bytes, the shape the node's Merkle tree authenticates.
 //!
-//! Keys are namespaced: `acct/` ‖ 32-byte account key, `anchor/` ‖ 32-byte digest (that layout
-//! is [`trellis_types::anchor_state_key`], shared with offline verifiers of anchor bundles).
-//! Values are canonical protobuf records (`trellis.v1` `Account`, `AnchorRecord`).
+//! Keys are namespaced; values are canonical protobuf records of `trellis.v1`:
+//!
+//! | key | record |
+//! |---|---|
+//! | `acct/` ‖ 32-byte account key | `Account` |
+//! | `anchor/` ‖ 32-byte digest ([`trellis_types::anchor_state_key`], shared with offline verifiers) | `AnchorRecord` |
+//! | `member/` ‖ org id | `Member` |
+//! | `members` | `MemberIndex` (every org ever admitted, sorted) |
+//! | `attestation/` ‖ 32-byte org key | `Attestation` |
+//! | `params/governance` | `GovernanceParams` |
+//! | `proposal/` ‖ 8-byte big-endian id | `GovernanceProposal` |
+//! | `proposals/last` | `ProposalCounter` |
+//! | `proposal-open/` ‖ org id | `ProposalCounter` holding the id of the org's open proposal |
+//! | `revocations` | `RevocationList` (sorted by serial) |
 
 use std::collections::BTreeMap;
 use trellis_types::{Digest, PublicKey};
@@ -16,6 +27,30 @@ impl StateKey {
     }
     pub fn anchor(digest: &Digest) -> StateKey {
         StateKey(trellis_types::anchor_state_key(digest))
+    }
+    pub fn member(org: &str) -> StateKey {
+        StateKey([b"member/".as_slice(), org.as_bytes()].concat())
+    }
+    pub fn member_index() -> StateKey {
+        StateKey(b"members".to_vec())
+    }
+    pub fn attestation(key: &PublicKey) -> StateKey {
+        StateKey([b"attestation/".as_slice(), &key.0].concat())
+    }
+    pub fn governance_params() -> StateKey {
+        StateKey(b"params/governance".to_vec())
+    }
+    pub fn proposal(id: u64) -> StateKey {
+        StateKey([b"proposal/".as_slice(), &id.to_be_bytes()].concat())
+    }
+    pub fn proposal_counter() -> StateKey {
+        StateKey(b"proposals/last".to_vec())
+    }
+    pub fn open_proposal(org: &str) -> StateKey {
+        StateKey([b"proposal-open/".as_slice(), org.as_bytes()].concat())
+    }
+    pub fn revocations() -> StateKey {
+        StateKey(b"revocations".to_vec())
     }
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
@@ -58,6 +93,12 @@ pub(crate) struct Overlay<'a, V: StateView> {
     pub(crate) writes: WriteSet,
 }
 
+impl<V: StateView> StateView for Overlay<'_, V> {
+    fn get(&self, key: &StateKey) -> Option<Vec<u8>> {
+        Overlay::get(self, key)
+    }
+}
+
 impl<'a, V: StateView> Overlay<'a, V> {
     pub(crate) fn new(base: &'a V) -> Self {
         Overlay {
@@ -73,5 +114,8 @@ impl<'a, V: StateView> Overlay<'a, V> {
     }
     pub(crate) fn put(&mut self, key: StateKey, value: Vec<u8>) {
         self.writes.insert(key, Some(value));
+    }
+    pub(crate) fn delete(&mut self, key: StateKey) {
+        self.writes.insert(key, None);
     }
 }

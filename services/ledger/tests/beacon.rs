@@ -1,7 +1,7 @@
 //! The beacon application: genesis, anchors, receipts for every rejection, determinism.
 
 use trellis_ledger::beacon::{
-    BeaconGenesis, GenesisAccount, GenesisError, Rejection, execute_block, read_account,
+    Applied, BeaconGenesis, GenesisAccount, GenesisError, Rejection, execute_block, read_account,
     read_anchor,
 };
 use trellis_ledger::state::MemoryState;
@@ -29,6 +29,7 @@ fn genesis() -> BeaconGenesis {
             account(3, "org-c", Role::Member),
             account(4, "regulator", Role::Regulator),
         ],
+        governance: Default::default(),
     }
 }
 
@@ -66,8 +67,8 @@ fn genesis_is_checked() {
 fn a_member_anchors_a_digest() {
     let mut s = state();
     let tx = anchor(1, 0, 0xaa);
-    let out = execute_block(CHAIN, &s, std::slice::from_ref(&tx));
-    assert_eq!(out.receipts[0].outcome, Ok(()));
+    let out = execute_block(CHAIN, 1, &s, std::slice::from_ref(&tx));
+    assert_eq!(out.receipts[0].outcome, Ok(Applied::default()));
     assert_eq!(out.receipts[0].tx_hash, tx.hash());
     s.apply(&out.writes);
     let record = read_anchor(&s, &Digest([0xaa; 32])).expect("anchored");
@@ -107,12 +108,12 @@ fn every_rejection_has_a_receipt_and_writes_nothing() {
         other_chain,        // wrong chain
         anchor(1, 1, 0x0d), // applied: next nonce in order
     ];
-    let out = execute_block(CHAIN, &s, &txs);
+    let out = execute_block(CHAIN, 1, &s, &txs);
     let outcomes: Vec<_> = out.receipts.iter().map(|r| r.outcome.clone()).collect();
     assert_eq!(
         outcomes,
         vec![
-            Ok(()),
+            Ok(Applied::default()),
             Err(Rejection::BadNonce {
                 expected: 1,
                 got: 0
@@ -126,7 +127,7 @@ fn every_rejection_has_a_receipt_and_writes_nothing() {
             Err(Rejection::AlreadyAnchored),
             Err(Rejection::BadSignature),
             Err(Rejection::WrongChain),
-            Ok(()),
+            Ok(Applied::default()),
         ]
     );
     // Only the two applied anchors and account 1's nonce were written.
@@ -147,9 +148,9 @@ fn every_rejection_has_a_receipt_and_writes_nothing() {
 fn a_committed_transaction_cannot_be_replayed() {
     let mut s = state();
     let tx = anchor(1, 0, 0x33);
-    let out = execute_block(CHAIN, &s, std::slice::from_ref(&tx));
+    let out = execute_block(CHAIN, 1, &s, std::slice::from_ref(&tx));
     s.apply(&out.writes);
-    let again = execute_block(CHAIN, &s, std::slice::from_ref(&tx));
+    let again = execute_block(CHAIN, 1, &s, std::slice::from_ref(&tx));
     assert_eq!(
         again.receipts[0].outcome,
         Err(Rejection::BadNonce {
@@ -166,8 +167,8 @@ fn execution_is_deterministic() {
     let txs: Vec<Transaction> = (0..30)
         .map(|k| anchor(1 + (k % 3), u64::from(k / 3), k))
         .collect();
-    let a = execute_block(CHAIN, &s, &txs);
-    let b = execute_block(CHAIN, &s.clone(), &txs);
+    let a = execute_block(CHAIN, 1, &s, &txs);
+    let b = execute_block(CHAIN, 1, &s.clone(), &txs);
     assert_eq!(a, b);
     assert!(a.receipts.iter().all(|r| r.outcome.is_ok()));
 }

@@ -43,7 +43,7 @@ impl Problem {
             retry_after_s: None,
         }
     }
-    fn field(mut self, f: &str) -> Problem {
+    pub fn field(mut self, f: &str) -> Problem {
         self.field = Some(f.to_string());
         self
     }
@@ -97,6 +97,7 @@ struct ApiState {
 type St = State<Arc<ApiState>>;
 
 pub fn router(chain: Arc<ChainShared>, node_name: String) -> Router {
+    let registry = crate::registry::router(chain.clone());
     let state = Arc::new(ApiState { chain, node_name });
     Router::new()
         .route("/v1/transactions", post(submit))
@@ -109,10 +110,18 @@ pub fn router(chain: Arc<ChainShared>, node_name: String) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .route("/openapi.json", get(|| async { Json(openapi()) }))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
         .layer(DefaultBodyLimit::max(16 * 1024 * 1024))
         .with_state(state)
+        .merge(registry)
+}
+
+/// The node API's OpenAPI document, registry endpoints included.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::registry::RegistryDoc::openapi());
+    doc
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -325,6 +334,12 @@ pub struct TxStatus {
     pub height: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The rejection's stable code (`bad-nonce`, `already-voted`, `proposal-expired`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason_code: Option<String>,
+    /// The governance proposal the transaction opened or voted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proposal_id: Option<u64>,
 }
 
 /// Where a transaction is: pending in this node's pool, committed at a height, or rejected by
@@ -345,6 +360,8 @@ async fn tx_status(State(st): St, Path(hash): Path<String>) -> Result<Json<TxSta
             .into(),
             height: Some(loc.height),
             reason: loc.rejected,
+            reason_code: loc.rejected_code,
+            proposal_id: loc.proposal_id,
         }));
     }
     if lock(&st.chain.mempool).contains(&d) {
@@ -353,6 +370,8 @@ async fn tx_status(State(st): St, Path(hash): Path<String>) -> Result<Json<TxSta
             status: "pending".into(),
             height: None,
             reason: None,
+            reason_code: None,
+            proposal_id: None,
         }));
     }
     Err(Problem::new(

@@ -30,7 +30,7 @@ use trellis_consensus::{
     Message, QuorumCert, Recovery, Replica, ReplicaConfig, Round, SafetyData, StateCommitment,
     SyncChunk,
 };
-use trellis_ledger::beacon::{BeaconGenesis, GenesisAccount, execute_block_checked};
+use trellis_ledger::beacon::{BeaconGenesis, GenesisAccount, Governance, execute_block_checked};
 use trellis_ledger::state::{StateKey, StateView, WriteSet};
 use trellis_types::genesis::Genesis;
 use trellis_types::wire::{self, NetMessage};
@@ -70,6 +70,12 @@ pub struct TxLocation {
     pub index: u32,
     /// `None` when applied; the rejection reason otherwise.
     pub rejected: Option<String>,
+    /// The rejection's stable code (`trellis_ledger::beacon::Rejection::code`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_code: Option<String>,
+    /// The governance proposal the transaction opened or voted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal_id: Option<u64>,
 }
 
 /// What the store's head record holds: enough to rebuild [`Recovery`].
@@ -469,9 +475,15 @@ pub fn beacon_genesis(genesis: &Genesis) -> Result<BeaconGenesis, ChainError> {
         .into_iter()
         .map(|(key, org, role)| GenesisAccount { key, org, role })
         .collect();
+    let p = &genesis.params;
     Ok(BeaconGenesis {
         chain_id: genesis.chain_id.clone(),
         accounts,
+        governance: Governance {
+            approval_num: p.approval_num,
+            approval_den: p.approval_den,
+            proposal_ttl_blocks: p.proposal_ttl_blocks,
+        },
     })
 }
 
@@ -918,7 +930,8 @@ impl Driver {
             store: &self.shared.store,
             version: self.executed,
         };
-        let outcome = execute_block_checked(&self.shared.chain_id, &view, &txs, |i| known[i]);
+        let outcome =
+            execute_block_checked(&self.shared.chain_id, height, &view, &txs, |i| known[i]);
         let (root, batch) = self.tree.prepare(height, &outcome.writes)?;
         let mut failed = 0u64;
         let index: Vec<([u8; 32], Vec<u8>)> = outcome
@@ -926,12 +939,14 @@ impl Driver {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let rejected = r.outcome.as_ref().err().map(|e| e.to_string());
+                let rejected = r.outcome.as_ref().err();
                 failed += rejected.is_some() as u64;
                 let loc = TxLocation {
                     height,
                     index: i as u32,
-                    rejected,
+                    rejected: rejected.map(|e| e.to_string()),
+                    rejected_code: rejected.map(|e| e.code().to_string()),
+                    proposal_id: r.outcome.as_ref().ok().and_then(|a| a.proposal_id),
                 };
                 (r.tx_hash.0, serde_json::to_vec(&loc).unwrap_or_default())
             })

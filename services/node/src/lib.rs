@@ -4,7 +4,7 @@
 //! consortium PKI in [`pki`]), the transaction pool ([`mempool`]), the durable store on fjall
 //! ([`store`]) with the Jellyfish Merkle state tree ([`state_tree`]), the driver that runs a
 //! chain's replica and application ([`chain`]), the client API ([`api`]) with proof bundles
-//! ([`proofs`]), and the assembly of a node from its configuration ([`node`]).
+//! ([`proofs`]) and registry reads ([`registry`]), and the assembly of a node from its configuration ([`node`]).
 
 #![forbid(unsafe_code)]
 
@@ -16,5 +16,6 @@ pub mod node;
 pub mod payload;
 pub mod pki;
 pub mod proofs;
+pub mod registry;
 pub mod state_tree;
 pub mod store;

@@ -29,6 +29,7 @@ fn genesis() -> BeaconGenesis {
                 role: Role::Member,
             })
             .collect(),
+        governance: Default::default(),
     }
 }
 
@@ -123,7 +124,7 @@ impl Chain {
         let txs: Vec<Transaction> = (1..=3)
             .map(|i| anchor(i, u64::from(h - 1), h * 10 + i))
             .collect();
-        let out = execute_block(CHAIN, &self.view, &txs);
+        let out = execute_block(CHAIN, 1, &self.view, &txs);
         assert!(out.receipts.iter().all(|r| r.outcome.is_ok()));
         self.commit(u64::from(h), &out.writes, &txs);
         txs
@@ -228,7 +229,7 @@ fn the_store_and_the_memory_tree_agree_on_every_root() {
         let txs: Vec<Transaction> = (1..=3)
             .map(|i| anchor(i, u64::from(h - 1), h * 10 + i))
             .collect();
-        let writes = execute_block(CHAIN, &view, &txs).writes;
+        let writes = execute_block(CHAIN, 1, &view, &txs).writes;
         chain.anchors(h);
         assert_eq!(
             memory.apply(u64::from(h), &writes).expect("apply"),
@@ -252,7 +253,7 @@ fn a_refused_commit_writes_nothing() {
         .put_pending_block(block_id(3), 3, b"pending 3")
         .expect("pending");
     let txs: Vec<Transaction> = (1..=3).map(|i| anchor(i, 1, 20 + i)).collect();
-    let writes = execute_block(CHAIN, &chain.view, &txs).writes;
+    let writes = execute_block(CHAIN, 1, &chain.view, &txs).writes;
     let (root, _) = chain.tree.prepare(2, &writes).expect("prepare");
     let batch = |height: u64, state_root: [u8; 32]| {
         let (_, tree) = chain.tree.prepare(2, &writes).expect("prepare");

@@ -51,6 +51,12 @@ pub struct ChainParams {
     pub max_block_bytes: u64,
     /// Blocks per epoch; `None` keeps the genesis committee (no rotation yet).
     pub epoch_length_blocks: Option<u64>,
+    /// A governance proposal passes when yes-votes × `approval_den` ≥ `approval_num` × the
+    /// members active when it was opened (default 2/3).
+    pub approval_num: u32,
+    pub approval_den: u32,
+    /// Blocks during which a proposal accepts votes.
+    pub proposal_ttl_blocks: u64,
 }
 
 impl Default for ChainParams {
@@ -60,6 +66,9 @@ impl Default for ChainParams {
             max_block_txs: 4000,
             max_block_bytes: 4 * 1024 * 1024,
             epoch_length_blocks: None,
+            approval_num: 2,
+            approval_den: 3,
+            proposal_ttl_blocks: DEFAULT_PROPOSAL_TTL_BLOCKS,
         }
     }
 }
@@ -78,6 +87,9 @@ fn field(field: impl Into<String>, reason: impl Into<String>) -> GenesisError {
         reason: reason.into(),
     }
 }
+
+/// About a day of blocks on an idle network (one block every 200 ms).
+pub const DEFAULT_PROPOSAL_TTL_BLOCKS: u64 = 432_000;
 
 /// Longest chain id, in characters.
 pub const MAX_CHAIN_ID_CHARS: usize = 64;
@@ -134,9 +146,17 @@ impl Genesis {
             ("max_block_txs", p.max_block_txs),
             ("max_block_bytes", p.max_block_bytes),
             ("epoch_length_blocks", p.epoch_length_blocks.unwrap_or(1)),
+            ("approval_den", u64::from(p.approval_den)),
+            ("proposal_ttl_blocks", p.proposal_ttl_blocks),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(field(format!("params.{name}"), "must be positive"));
+        }
+        if p.approval_num == 0 || p.approval_num > p.approval_den {
+            return Err(field(
+                "params.approval_num",
+                "must be between 1 and params.approval_den",
+            ));
         }
         if p.max_tx_bytes > p.max_block_bytes {
             return Err(field(
@@ -178,8 +198,11 @@ impl Genesis {
                 if a.name.trim().is_empty() {
                     return Err(field(format!("accounts[{i}].name"), "is empty"));
                 }
-                if a.org.trim().is_empty() {
-                    return Err(field(format!("accounts[{i}].org"), "is empty"));
+                if crate::OrgId::parse(&a.org, "org").is_err() {
+                    return Err(field(
+                        format!("accounts[{i}].org"),
+                        "must be 1 to 64 characters of A-Z a-z 0-9 . _ -",
+                    ));
                 }
                 let r = role(&a.role).ok_or_else(|| {
                     field(

@@ -29,5 +29,5 @@ pub use bundle::{AnchorBundle, BrokenLink, BundleError, Verdict, anchor_state_ke
 pub use genesis::{ChainParams, Genesis, GenesisAccountEntry, GenesisError, GenesisValidator};
 pub use state_proof::{ProofError, StateProof};
 pub use trellis_consensus::{Digest, PublicKey, Signature, Signer};
-pub use tx::{Action, Tag, Transaction, TxError};
+pub use tx::{Action, OrgId, ProposalKind, Tag, Transaction, TxError};
 pub use wire::{NetMessage, WireError};
