@@ -128,6 +128,9 @@ pub struct Tuning {
     pub mempool_max_txs: usize,
     pub mempool_max_bytes: usize,
     pub max_frame_bytes: usize,
+    /// How often the CRL files are checked for a new version (the consortium CA rewrites them
+    /// when a revocation commits); a changed set is loaded without a restart.
+    pub crl_poll_ms: u64,
 }
 
 impl Default for Tuning {
@@ -139,6 +142,7 @@ impl Default for Tuning {
             mempool_max_txs: 200_000,
             mempool_max_bytes: 128 * 1024 * 1024,
             max_frame_bytes: 32 * 1024 * 1024,
+            crl_poll_ms: 2_000,
         }
     }
 }
@@ -234,6 +238,39 @@ pub struct RunningNode {
     api_stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// What identifies a version of the CRL files without reading them: size and modification
+/// time of each.
+fn crl_fingerprint(paths: &[PathBuf]) -> Vec<Option<(u64, std::time::SystemTime)>> {
+    paths
+        .iter()
+        .map(|p| {
+            let m = std::fs::metadata(p).ok()?;
+            Some((m.len(), m.modified().ok()?))
+        })
+        .collect()
+}
+
+/// Reloads the CRLs whenever their files change. A file that cannot be read or parsed leaves
+/// the previous CRLs in force (and is retried on the next change).
+async fn watch_crls(shared: Arc<ChainShared>, paths: Vec<PathBuf>, every_ms: u64) {
+    let mut seen = crl_fingerprint(&paths);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(every_ms));
+    loop {
+        tick.tick().await;
+        let now = crl_fingerprint(&paths);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let pems: Result<Vec<String>, _> = paths.iter().map(std::fs::read_to_string).collect();
+        match pems.map(|pems| shared.net.reload_crls(pems)) {
+            Ok(Ok(())) => tracing::info!("CRL files changed: reloaded"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "CRL files changed but do not load; keeping the previous CRLs"),
+            Err(e) => tracing::warn!(error = %e, "CRL files changed but cannot be read; keeping the previous CRLs"),
+        }
+    }
+}
+
 impl RunningNode {
     pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         let genesis = Genesis::from_json(&read(&config.genesis)?).map_err(|e| NodeError::File {
@@ -297,6 +334,13 @@ impl RunningNode {
         let (driver, shared) = Driver::open(&genesis, signer, &chain_config, store, net)?;
         let (driver_tx, driver_rx) = mpsc::channel(4_096);
         let mut tasks = Vec::new();
+        if !config.tls.crls.is_empty() {
+            tasks.push(tokio::spawn(watch_crls(
+                shared.clone(),
+                config.tls.crls.clone(),
+                t.crl_poll_ms.max(100),
+            )));
+        }
         tasks.push(tokio::spawn(driver.run(driver_rx)));
         tasks.push(tokio::spawn(dispatch(
             shared.clone(),
