@@ -265,8 +265,12 @@ async fn watch_crls(shared: Arc<ChainShared>, paths: Vec<PathBuf>, every_ms: u64
         let pems: Result<Vec<String>, _> = paths.iter().map(std::fs::read_to_string).collect();
         match pems.map(|pems| shared.net.reload_crls(pems)) {
             Ok(Ok(())) => tracing::info!("CRL files changed: reloaded"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "CRL files changed but do not load; keeping the previous CRLs"),
-            Err(e) => tracing::warn!(error = %e, "CRL files changed but cannot be read; keeping the previous CRLs"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "CRL files changed but do not load; keeping the previous CRLs")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "CRL files changed but cannot be read; keeping the previous CRLs")
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `trellis devnet`: a whole consortium on one machine. `init` writes the files (genesis,
-//! consortium CA, node certificates and configs, account keys, network map); running loads
-//! them and starts every validator in this process.
+//! consortium CA, node certificates and configs, account keys, network map, the services'
+//! config and keyrings); running loads them and starts every validator and the identity and
+//! membership services (on SQLite under `services/`) in this process.
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,9 @@ pub struct Network {
     pub genesis: PathBuf,
     pub accounts_dir: PathBuf,
     pub nodes: Vec<NetworkNode>,
+    /// The identity and membership services' config (`trellis serve --config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services_config: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -38,6 +42,11 @@ impl Network {
                 *p = base.join(&*p);
             }
         }
+        if let Some(p) = &mut net.services_config
+            && p.is_relative()
+        {
+            *p = base.join(&*p);
+        }
         for n in &mut net.nodes {
             if n.config.is_relative() {
                 n.config = base.join(&n.config);
@@ -47,12 +56,12 @@ impl Network {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("no free port")?;
     Ok(l.local_addr()?.port())
 }
 
-fn write_secret(path: &Path, contents: &str) -> Result<()> {
+pub(crate) fn write_secret(path: &Path, contents: &str) -> Result<()> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
@@ -67,7 +76,7 @@ fn write_secret(path: &Path, contents: &str) -> Result<()> {
     Ok(())
 }
 
-fn write(path: &Path, contents: &str) -> Result<()> {
+pub(crate) fn write(path: &Path, contents: &str) -> Result<()> {
     std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
 }
 
@@ -85,13 +94,16 @@ fn getrandom(buf: &mut [u8]) -> Result<()> {
         .context("cannot read /dev/urandom")
 }
 
-/// The accounts a devnet starts with: three member orgs, an operator, a regulator, a bank.
-const ACCOUNTS: [(&str, &str, &str); 6] = [
+/// The accounts a devnet starts with: three member orgs, an operator (the identity service's
+/// verifier), the consortium CA's operator account (signs revocations; a key of its own so the
+/// two services never compete for nonces), a regulator, a bank.
+const ACCOUNTS: [(&str, &str, &str); 7] = [
     ("member-1", "member", "org-1"),
     ("member-2", "member", "org-2"),
     ("member-3", "member", "org-3"),
     ("operator", "operator", "consortium-ops"),
     ("regulator", "regulator", "regulator"),
+    ("ca-operator", "operator", "consortium-ops"),
     ("bank", "bank", "partner-bank"),
 ];
 
@@ -175,6 +187,7 @@ pub fn init(
         genesis: "genesis.json".into(),
         accounts_dir: "accounts".into(),
         nodes: Vec::new(),
+        services_config: Some("services/config.json".into()),
     };
     for (i, (name, key, p2p, api)) in nodes.iter().enumerate() {
         let node_dir = dir.join("nodes").join(name);
@@ -234,6 +247,12 @@ pub fn init(
             config: PathBuf::from("nodes").join(name).join("config.json"),
         });
     }
+    let first_api = network
+        .nodes
+        .first()
+        .map(|n| n.api_url.clone())
+        .unwrap_or_default();
+    crate::services::init_devnet_files(dir, chain_id, &first_api)?;
     write(
         &dir.join("network.json"),
         &serde_json::to_string_pretty(&network)?,
@@ -264,6 +283,37 @@ pub async fn run(dir: &Path, validators: usize) -> Result<()> {
             n.name, r.api_addr, r.p2p_addr
         );
     }
+    // A devnet made before the services existed gets their files now.
+    let services_config = match &network.services_config {
+        Some(p) => p.clone(),
+        None => {
+            let api = running
+                .first()
+                .map(|r| format!("http://{}", r.api_addr))
+                .unwrap_or_default();
+            crate::services::init_devnet_files(dir, &network.chain_id, &api)?
+        }
+    };
+    let config = crate::services::ServicesConfig::load(&services_config, std::env::vars())?;
+    let db_url = config.database_url.clone();
+    let services = crate::services::RunningServices::start(
+        config,
+        vec![
+            crate::services::Target::Identity,
+            crate::services::Target::Membership,
+        ],
+    )
+    .await?;
+    println!(
+        "  {:<14} {}  (identity, membership; {})",
+        "services",
+        services.url(),
+        if db_url.starts_with("sqlite") {
+            "SQLite under services/"
+        } else {
+            "PostgreSQL"
+        }
+    );
     println!("  accounts: {}", network.accounts_dir.display());
     println!("  genesis:  {}", network.genesis.display());
     println!("Ctrl-C stops it; run the same command again to resume the chain.");
@@ -271,6 +321,7 @@ pub async fn run(dir: &Path, validators: usize) -> Result<()> {
         .await
         .context("cannot wait for Ctrl-C")?;
     println!("stopping…");
+    services.shutdown().await;
     for r in running {
         r.shutdown().await;
     }

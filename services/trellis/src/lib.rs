@@ -1,9 +1,11 @@
 //! The `trellis` binary's subcommands as a library, so end-to-end tests drive the same code:
-//! [`devnet`] (files and in-process consortium), [`client`] (the client API over HTTP) and
-//! [`bench`](mod@bench).
+//! [`devnet`] (files and in-process consortium), [`services`] (`serve`: identity and membership
+//! on one address), [`client`] (the client API over HTTP) and [`bench`](mod@bench).
 
 #![forbid(unsafe_code)]
 
 pub mod bench;
 pub mod client;
 pub mod devnet;
+pub mod governance_cli;
+pub mod services;

@@ -4,7 +4,8 @@
 
 #![forbid(unsafe_code)]
 
-use trellis::{bench, client, devnet};
+use trellis::governance_cli::{self, Proposal};
+use trellis::{bench, client, devnet, services};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
@@ -61,6 +62,100 @@ enum Command {
     },
     /// Submit signed anchors at a fixed rate across the nodes and report committed throughput.
     Bench(bench::BenchArgs),
+    /// Run services (identity, membership) against a node, on PostgreSQL or SQLite.
+    Serve {
+        /// Services config file (a devnet writes one at DIR/services/config.json).
+        #[arg(long)]
+        config: PathBuf,
+        /// `identity`, `membership`, a comma-separated list, or `all`.
+        #[arg(long, default_value = "all")]
+        target: String,
+        /// Overrides the config's database (`postgres://…` or `sqlite://PATH`).
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Overrides the config's node URL.
+        #[arg(long)]
+        node: Option<String>,
+        /// Overrides the config's listen address.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Apply to join the consortium and follow the application.
+    Member {
+        #[command(subcommand)]
+        member: MemberCommand,
+    },
+    /// Governance proposals and votes, signed with an org key.
+    Governance {
+        #[command(subcommand)]
+        governance: GovernanceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemberCommand {
+    /// Submit an application (JSON file: legal_name, unified_social_credit_code,
+    /// legal_representative {name, id_number}, contact {email, phone}, org_public_key).
+    Apply {
+        #[arg(long)]
+        api: String,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Show an application's status.
+    Status {
+        #[arg(long)]
+        api: String,
+        #[arg(long)]
+        token: String,
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum GovernanceCommand {
+    /// List proposals.
+    List {
+        #[arg(long)]
+        api: String,
+        #[arg(long)]
+        key: PathBuf,
+        /// open, passed, rejected or expired.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Open a proposal: admit an org, remove a member, or change a parameter.
+    Propose {
+        #[arg(long)]
+        api: String,
+        #[arg(long)]
+        key: PathBuf,
+        /// Org id to admit (needs --org-key).
+        #[arg(long, conflicts_with_all = ["remove", "set"], requires = "org_key")]
+        admit: Option<String>,
+        #[arg(long)]
+        org_key: Option<String>,
+        /// Org id to remove.
+        #[arg(long, conflicts_with = "set")]
+        remove: Option<String>,
+        /// NAME=VALUE (approval_threshold=3/4, proposal_ttl_blocks=5000).
+        #[arg(long)]
+        set: Option<String>,
+    },
+    /// Vote on a proposal with the org key.
+    Vote {
+        #[arg(long)]
+        api: String,
+        #[arg(long)]
+        key: PathBuf,
+        proposal: u64,
+        #[arg(long, conflicts_with = "reject", required_unless_present = "reject")]
+        approve: bool,
+        #[arg(long)]
+        reject: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -183,6 +278,104 @@ async fn run(cli: Cli) -> Result<i32> {
             );
             tokio::signal::ctrl_c().await?;
             node.shutdown().await;
+            Ok(0)
+        }
+        Command::Serve {
+            config,
+            target,
+            database_url,
+            node,
+            listen,
+        } => {
+            let targets = services::parse_targets(&target)?;
+            let mut config = services::ServicesConfig::load(&config, std::env::vars())?;
+            if let Some(u) = database_url {
+                config.database_url = u;
+            }
+            if let Some(n) = node {
+                config.node_url = n;
+            }
+            if let Some(l) = listen {
+                config.listen = l
+                    .parse()
+                    .map_err(|_| anyhow!("--listen: expected HOST:PORT"))?;
+            }
+            let running = services::RunningServices::start(config, targets).await?;
+            println!("services {:?} on {}", running.targets, running.url());
+            tokio::signal::ctrl_c().await?;
+            running.shutdown().await;
+            Ok(0)
+        }
+        Command::Member {
+            member:
+                MemberCommand::Apply {
+                    api,
+                    file,
+                    idempotency_key,
+                },
+        } => {
+            let v = governance_cli::member_apply(&api, &file, idempotency_key.as_deref()).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(0)
+        }
+        Command::Member {
+            member: MemberCommand::Status { api, token, id },
+        } => {
+            let v = governance_cli::member_status(&api, &id, &token).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(0)
+        }
+        Command::Governance {
+            governance: GovernanceCommand::List { api, key, status },
+        } => {
+            let v = governance_cli::governance_list(&api, &key, status.as_deref()).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(0)
+        }
+        Command::Governance {
+            governance:
+                GovernanceCommand::Propose {
+                    api,
+                    key,
+                    admit,
+                    org_key,
+                    remove,
+                    set,
+                },
+        } => {
+            let proposal = match (admit, remove, set) {
+                (Some(org), None, None) => Proposal::Admit {
+                    org,
+                    org_key: org_key.unwrap_or_default(),
+                },
+                (None, Some(org), None) => Proposal::Remove { org },
+                (None, None, Some(kv)) => {
+                    let (name, value) = kv
+                        .split_once('=')
+                        .ok_or_else(|| anyhow!("--set: expected NAME=VALUE"))?;
+                    Proposal::Set {
+                        name: name.into(),
+                        value: value.into(),
+                    }
+                }
+                _ => bail!("give one of --admit ORG --org-key HEX, --remove ORG, --set NAME=VALUE"),
+            };
+            let v = governance_cli::governance_propose(&api, &key, proposal).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(0)
+        }
+        Command::Governance {
+            governance:
+                GovernanceCommand::Vote {
+                    api,
+                    key,
+                    proposal,
+                    approve,
+                    reject: _,
+                },
+        } => {
+            let v = governance_cli::governance_vote(&api, &key, proposal, approve).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(0)
         }
         Command::Tx {

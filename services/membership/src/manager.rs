@@ -1,0 +1,465 @@
+//! The certificate manager: one pass ([`MembershipService::reconcile_certificates`]) makes the
+//! CA's records agree with the beacon.
+//!
+//! 1. Read the member list and the revocation list; mirror the revocations (certificates on
+//!    the list become `revoked`).
+//! 2. Every active member gets a current certificate for its org key: issued when it has none
+//!    (or its current one certifies another key), renewed — a new one issued, the old one
+//!    `superseded` — once the renewal policy says `RenewalDue` or worse.
+//! 3. Every removed member's certificates that are neither revoked nor expired are revoked on
+//!    the beacon: a `RevokeCertificate` (reason 5, cessation of operation) signed by the CA
+//!    operator key; so are an active org's certificates of a key it no longer holds (reason
+//!    4, superseded — an org re-admitted with a new key). Expired certificates are left out:
+//!    every verifier refuses them already. Each signed transaction is stored before it is submitted; a later pass
+//!    (or a restarted process) looks it up by hash and resubmits the very same bytes when the
+//!    node does not know it, so nothing is signed twice. Nonces are
+//!    `max(node's next nonce, last pending or committed + 1)`. `already-revoked` counts as done.
+//! 4. Re-read the revocation list when something was decided, and rewrite the CRL file when
+//!    the list changed (or the file is missing, or half its validity has passed).
+//! 5. Set the gauges.
+//!
+//! Passes never overlap within a process. Running several managers on one database is safe
+//! for certificates (one current certificate per org is a database constraint) but they
+//! would race for the operator key's nonces: run one.
+
+use crate::ca::CertState;
+use crate::chain::{self, Fate, RevocationListView};
+use crate::crl;
+use crate::store::{self, CertRow, CrlState};
+use crate::{CertificateEvent, MembershipService, ReconcileReport};
+use anyhow::Context;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use tokio::time::Instant;
+use trellis_servicekit::{NodeError, now_ms};
+use trellis_types::{Action, Transaction};
+
+/// RFC 5280 `cessationOfOperation`: the org left the consortium.
+const CESSATION_OF_OPERATION: u32 = 5;
+/// RFC 5280 `superseded`: the org now holds another key.
+const SUPERSEDED: u32 = 4;
+
+/// Why signing or submitting a revocation failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RevokeError {
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("the CA operator key {0} is not an account on the beacon")]
+    UnknownOperator(String),
+    #[error("the beacon rejected the revocation ({code}): {reason}")]
+    Rejected { code: String, reason: String },
+}
+
+impl MembershipService {
+    fn operator_hex(&self) -> String {
+        hex::encode(self.inner.config.ca_operator.public_key().0)
+    }
+
+    /// Signs a revocation of `serial` with the next free nonce of the CA operator key, stores
+    /// it, and submits it. Returns its hash. A submission the node refuses is recorded as
+    /// `dropped` (its nonce stays free); one that could not reach the node stays `pending`
+    /// and is resubmitted by the next pass. When the node says the nonce is taken (another
+    /// process signing with the same key has a transaction pending), the next nonces are
+    /// tried, a few at most.
+    pub(crate) async fn submit_revocation(
+        &self,
+        serial: &[u8],
+        reason: u32,
+    ) -> Result<String, RevokeError> {
+        const NONCE_ATTEMPTS: u64 = 4;
+        let inner = &self.inner;
+        let signer_hex = self.operator_hex();
+        let serial_hex = hex::encode(serial);
+        let _nonces = inner.nonce_lock.lock().await;
+        let node_next = inner
+            .node
+            .next_nonce(&signer_hex)
+            .await?
+            .ok_or_else(|| RevokeError::UnknownOperator(signer_hex.clone()))?;
+        let last = store::last_used_nonce(&inner.db, &signer_hex).await?;
+        let first = node_next.max(last.map_or(0, |n| n + 1));
+        let mut attempt = 0;
+        loop {
+            let nonce = first + attempt;
+            let tx = Transaction::sign(
+                &inner.config.chain_id,
+                &inner.config.ca_operator,
+                nonce,
+                Action::RevokeCertificate {
+                    serial: serial.to_vec(),
+                    reason,
+                },
+            );
+            let hash = tx.hash().to_hex();
+            store::insert_submission(
+                &inner.db,
+                &hash,
+                &serial_hex,
+                reason,
+                &signer_hex,
+                nonce,
+                tx.encoded(),
+                now_ms(),
+            )
+            .await?;
+            match inner.node.submit(tx.encoded()).await {
+                Ok(_) => return Ok(hash),
+                Err(NodeError::Rejected {
+                    status,
+                    kind,
+                    detail,
+                }) => {
+                    store::decide_submission(&inner.db, &hash, "dropped", Some(&kind), now_ms())
+                        .await?;
+                    attempt += 1;
+                    if kind != "nonce-used" || attempt == NONCE_ATTEMPTS {
+                        return Err(RevokeError::Node(NodeError::Rejected {
+                            status,
+                            kind,
+                            detail,
+                        }));
+                    }
+                    tracing::debug!(nonce, "CA operator nonce taken; trying the next");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Records how the beacon decided a submission; `true` when the serial is now revoked.
+    async fn record_fate(&self, hash: &str, fate: &Fate) -> Result<bool, sqlx::Error> {
+        let now = now_ms();
+        match fate {
+            Fate::Committed { .. } => {
+                store::decide_submission(&self.inner.db, hash, "committed", None, now).await?;
+                Ok(true)
+            }
+            Fate::Rejected { code, .. } => {
+                store::decide_submission(&self.inner.db, hash, "rejected", Some(code), now).await?;
+                Ok(code == "already-revoked")
+            }
+        }
+    }
+
+    /// Revokes `serial` on the beacon and waits for the block: `(tx hash, height)`.
+    pub(crate) async fn revoke_and_wait(
+        &self,
+        serial: &[u8],
+        reason: u32,
+    ) -> Result<(String, u64), RevokeError> {
+        let hash = self.submit_revocation(serial, reason).await?;
+        let fate = chain::decide(&self.inner.node, &hash, self.inner.config.chain_wait).await?;
+        self.record_fate(&hash, &fate).await?;
+        match fate {
+            Fate::Committed { height, .. } => Ok((hash, height)),
+            Fate::Rejected { code, reason } => Err(RevokeError::Rejected { code, reason }),
+        }
+    }
+
+    /// Settles submissions left pending by earlier passes, requests or processes: decided
+    /// ones are recorded, ones the node does not know are resubmitted byte for byte. Returns
+    /// the hashes still undecided, with their serials.
+    async fn settle_pending(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let inner = &self.inner;
+        let _nonces = inner.nonce_lock.lock().await;
+        let mut waiting = Vec::new();
+        for s in store::pending_submissions(&inner.db, &self.operator_hex()).await? {
+            match chain::tx_status(&inner.node, &s.tx_hash).await? {
+                Some(st) if st.status == "committed" => {
+                    let fate = Fate::Committed {
+                        height: st.height.unwrap_or(0),
+                        proposal_id: None,
+                    };
+                    self.record_fate(&s.tx_hash, &fate).await?;
+                }
+                Some(st) if st.status == "rejected" => {
+                    let fate = Fate::Rejected {
+                        code: st.reason_code.unwrap_or_default(),
+                        reason: st.reason.unwrap_or_default(),
+                    };
+                    self.record_fate(&s.tx_hash, &fate).await?;
+                }
+                Some(_) => waiting.push((s.tx_hash, s.serial_hex)),
+                None => match inner.node.submit(&s.tx_bytes).await {
+                    Ok(_) => waiting.push((s.tx_hash, s.serial_hex)),
+                    Err(NodeError::Rejected { kind, .. }) => {
+                        tracing::warn!(tx = %s.tx_hash, %kind, "stored revocation refused on resubmission; its serial will be signed again");
+                        store::decide_submission(
+                            &inner.db,
+                            &s.tx_hash,
+                            "dropped",
+                            Some(&kind),
+                            now_ms(),
+                        )
+                        .await?;
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+            }
+        }
+        Ok(waiting)
+    }
+
+    /// One pass of the certificate manager at `now_ms` (see the module documentation). The
+    /// background task calls it every poll interval with the clock; tests drive `now_ms`.
+    /// Fails only when the node or the database cannot be read; per-org problems (a
+    /// certificate the CA refuses, a revocation the node refuses) are listed in
+    /// [`ReconcileReport::failures`] (the manager task logs them when they change) and
+    /// retried by the next pass.
+    pub async fn reconcile_certificates(&self, now_ms: i64) -> anyhow::Result<ReconcileReport> {
+        let inner = &self.inner;
+        let _pass = inner.pass_lock.lock().await;
+        let mut report = ReconcileReport::default();
+
+        let members = chain::members(&inner.node)
+            .await
+            .context("reading the beacon's member list")?;
+        report.height = members.height;
+        let mut list = chain::revocations(&inner.node)
+            .await
+            .context("reading the beacon's revocation list")?;
+        store::mirror_revocations(&inner.db, &list, now_ms)
+            .await
+            .context("mirroring the revocation list")?;
+
+        // Issue and renew.
+        let mut current: HashMap<String, CertRow> = store::active_certificates(&inner.db)
+            .await?
+            .into_iter()
+            .map(|c| (c.org.clone(), c))
+            .collect();
+        let (mut expiring, mut expired) = (0u64, 0u64);
+        for member in members.members.iter().filter(|m| m.is_active()) {
+            let state = self
+                .ensure_current(member, current.remove(&member.org), now_ms, &mut report)
+                .await?;
+            match state {
+                Some(CertState::Alert) => expiring += 1,
+                Some(CertState::Expired) => expired += 1,
+                _ => {}
+            }
+        }
+
+        // Revoke what removed members still hold, and certificates of keys orgs gave up.
+        let mut waiting = self
+            .settle_pending()
+            .await
+            .context("settling revocations")?;
+        let revoked: HashSet<String> = list
+            .revocations
+            .iter()
+            .map(|r| r.serial.to_ascii_lowercase())
+            .collect();
+        let in_flight = store::serials_in_flight(&inner.db).await?;
+        'members: for member in &members.members {
+            // A removed org loses every certificate (cessation of operation); an active org
+            // those of a key it no longer holds (re-admitted with a new key: superseded).
+            let (keep, reason) = if member.is_active() {
+                (member.org_key().map(hex::encode), SUPERSEDED)
+            } else {
+                (None, CESSATION_OF_OPERATION)
+            };
+            if member.is_active() && keep.is_none() {
+                continue;
+            }
+            for cert in store::live_unrevoked_certificates(&inner.db, &member.org, now_ms).await? {
+                if keep.as_ref() == Some(&cert.public_key_hex)
+                    || revoked.contains(&cert.serial_hex)
+                    || in_flight.contains(&cert.serial_hex)
+                {
+                    continue;
+                }
+                let serial = hex::decode(&cert.serial_hex).context("stored serial is not hex")?;
+                match self.submit_revocation(&serial, reason).await {
+                    Ok(hash) => {
+                        report.revocations_submitted.push(CertificateEvent {
+                            org: member.org.clone(),
+                            serial: cert.serial_hex.clone(),
+                        });
+                        waiting.push((hash, cert.serial_hex.clone()));
+                    }
+                    Err(e @ (RevokeError::UnknownOperator(_) | RevokeError::Node(_))) => {
+                        tracing::debug!(org = %member.org, serial = %cert.serial_hex, error = %e, "cannot revoke a certificate");
+                        report
+                            .failures
+                            .push(format!("revoke {} of {}: {e}", cert.serial_hex, member.org));
+                        // The operator key or the node is the problem: the next serial would
+                        // fail the same way.
+                        break 'members;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let decided = self.await_revocations(&waiting, &mut report).await?;
+        if decided {
+            list = chain::revocations(&inner.node)
+                .await
+                .context("re-reading the beacon's revocation list")?;
+        }
+        let first_seen = store::mirror_revocations(&inner.db, &list, now_ms).await?;
+
+        // The CRL file.
+        report.crl_entries = list.revocations.len();
+        report.crl_written = self.refresh_crl_file(&list, &first_seen, now_ms).await?;
+
+        let m = &inner.metrics;
+        m.expiring.store(expiring, Ordering::Relaxed);
+        m.expired.store(expired, Ordering::Relaxed);
+        m.crl_entries
+            .store(list.revocations.len() as u64, Ordering::Relaxed);
+        report.expiring = expiring;
+        report.expired = expired;
+        Ok(report)
+    }
+
+    /// Makes sure an active member has a current certificate for its org key. Returns the
+    /// state of its current certificate after the pass (`None`: it has none).
+    async fn ensure_current(
+        &self,
+        member: &chain::MemberView,
+        current: Option<CertRow>,
+        now_ms: i64,
+        report: &mut ReconcileReport,
+    ) -> anyhow::Result<Option<CertState>> {
+        let inner = &self.inner;
+        let policy = inner.config.policy;
+        let org = &member.org;
+        let Some(key) = member.org_key() else {
+            report
+                .failures
+                .push(format!("{org}: the beacon lists no usable org key"));
+            return Ok(None);
+        };
+        let key_hex = hex::encode(key);
+        let renewal = match &current {
+            None => false,
+            Some(c) if c.public_key_hex != key_hex => false,
+            Some(c) if policy.state(c.not_after_ms, now_ms) == CertState::Fresh => {
+                return Ok(Some(CertState::Fresh));
+            }
+            Some(_) => true,
+        };
+        let state_before = current
+            .as_ref()
+            .filter(|c| c.public_key_hex == key_hex)
+            .map(|c| policy.state(c.not_after_ms, now_ms));
+        let issued =
+            match inner
+                .config
+                .ca
+                .issue_org_certificate(org, key, now_ms, policy.validity_ms())
+            {
+                Ok(issued) => issued,
+                Err(e) => {
+                    tracing::debug!(%org, error = %e, "cannot issue an org certificate");
+                    report.failures.push(format!("{org}: {e}"));
+                    return Ok(state_before);
+                }
+            };
+        let replaces = current.as_ref().map(|c| c.serial_hex.as_str());
+        if !store::record_issued(&inner.db, org, &key_hex, &issued, now_ms, replaces).await? {
+            // Another manager changed this org's certificate meanwhile; the next pass sees it.
+            return Ok(state_before);
+        }
+        inner.metrics.issued.fetch_add(1, Ordering::Relaxed);
+        let event = CertificateEvent {
+            org: org.clone(),
+            serial: issued.serial_hex.clone(),
+        };
+        if renewal {
+            inner.metrics.renewed.fetch_add(1, Ordering::Relaxed);
+            report.renewed.push(event);
+        } else {
+            report.issued.push(event);
+        }
+        if let Some(old) = current {
+            report.superseded.push(CertificateEvent {
+                org: org.clone(),
+                serial: old.serial_hex,
+            });
+        }
+        tracing::info!(%org, serial = %issued.serial_hex, renewal, "org certificate issued");
+        Ok(Some(policy.state(issued.not_after_ms, now_ms)))
+    }
+
+    /// Waits (up to the chain wait in all) for the revocations in flight. Returns whether any
+    /// was decided.
+    async fn await_revocations(
+        &self,
+        waiting: &[(String, String)],
+        report: &mut ReconcileReport,
+    ) -> anyhow::Result<bool> {
+        let deadline = Instant::now() + self.inner.config.chain_wait;
+        let mut decided = false;
+        for (hash, serial) in waiting {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match chain::decide(&self.inner.node, hash, left).await {
+                Ok(fate) => {
+                    decided = true;
+                    if self.record_fate(hash, &fate).await? {
+                        report.revocations_confirmed.push(serial.clone());
+                    } else if let Fate::Rejected { code, reason } = &fate {
+                        tracing::debug!(%serial, %code, %reason, "beacon rejected a revocation; the next pass signs it again");
+                        report
+                            .failures
+                            .push(format!("revoke {serial}: rejected ({code}): {reason}"));
+                    }
+                }
+                Err(NodeError::Timeout { .. }) => {
+                    // Still pending: the next pass settles it.
+                }
+                Err(e) => {
+                    tracing::warn!(%serial, error = %e, "cannot learn a revocation's fate yet");
+                }
+            }
+        }
+        Ok(decided)
+    }
+
+    /// Rewrites the CRL file when the revocation list changed since the file was written, the
+    /// file is gone, or half its validity has passed. Returns whether it wrote.
+    async fn refresh_crl_file(
+        &self,
+        list: &RevocationListView,
+        first_seen: &HashMap<String, i64>,
+        now_ms: i64,
+    ) -> anyhow::Result<bool> {
+        let Some(path) = self.inner.config.crl_path.clone() else {
+            return Ok(false);
+        };
+        let fingerprint = crl::fingerprint(list);
+        let shown = path.display().to_string();
+        let last = store::crl_state(&self.inner.db).await?;
+        let fresh = last.as_ref().is_some_and(|s| {
+            s.fingerprint == fingerprint
+                && s.path == shown
+                && now_ms.saturating_sub(s.written_ms) < crl::CRL_REFRESH_MS
+        });
+        if fresh && tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(false);
+        }
+        let pem = crl::build(&self.inner.config.ca, list, first_seen, now_ms)
+            .context("building the CRL")?;
+        let target = path.clone();
+        tokio::task::spawn_blocking(move || crl::write_atomically(&target, pem.as_bytes()))
+            .await
+            .context("CRL writer task")?
+            .with_context(|| format!("writing the CRL to {shown}"))?;
+        store::set_crl_state(
+            &self.inner.db,
+            &CrlState {
+                fingerprint,
+                path: shown.clone(),
+                written_ms: now_ms,
+            },
+            list.height,
+            list.revocations.len(),
+        )
+        .await?;
+        tracing::info!(path = %shown, entries = list.revocations.len(), height = list.height, "CRL written");
+        Ok(true)
+    }
+}
