@@ -1,5 +1,6 @@
 -- membership: the consortium CA's org certificates, its mirror of the beacon's revocation
--- list, the revocation transactions it submitted, and the state of the CRL file it writes.
+-- list, the revocation transactions it submitted, and the CRL it last built (served by
+-- `GET /v1/ca/crl` and written to the CRL file).
 -- Times are unix milliseconds, heights and nonces BIGINT (sqlx's Any driver carries i64).
 
 -- Every org certificate the CA issued. `status`: active (the org's current certificate),
@@ -35,8 +36,11 @@ CREATE TABLE ca_revocations (
 
 -- RevokeCertificate transactions signed with the CA operator key, kept so a restart neither
 -- re-signs them with new nonces nor forgets them. `state`: pending (submitted, undecided),
--- committed, rejected (by the beacon; `reason_code` says why), dropped (refused by the node's
--- pool; its nonce was never used).
+-- committed, rejected (by the beacon; `reason_code` says why; past the nonce check the
+-- beacon consumes the nonce even so), dropped (refused by the node's pool; its nonce was
+-- never used), replaced (stuck behind a nonce gap nothing else would fill, so signed again
+-- at the node's next nonce by the row that replaced it; its own bytes may still execute,
+-- and are then refused as `already-revoked`).
 CREATE TABLE ca_revocation_submissions (
     tx_hash       TEXT NOT NULL PRIMARY KEY,
     serial_hex    TEXT NOT NULL,
@@ -44,7 +48,8 @@ CREATE TABLE ca_revocation_submissions (
     signer_hex    TEXT NOT NULL,
     nonce         BIGINT NOT NULL,
     tx_bytes      BYTEA NOT NULL,
-    state         TEXT NOT NULL CHECK (state IN ('pending', 'committed', 'rejected', 'dropped')),
+    state         TEXT NOT NULL
+                  CHECK (state IN ('pending', 'committed', 'rejected', 'dropped', 'replaced')),
     reason_code   TEXT NULL,
     submitted_ms  BIGINT NOT NULL,
     decided_ms    BIGINT NULL
@@ -52,12 +57,17 @@ CREATE TABLE ca_revocation_submissions (
 CREATE INDEX ca_revocation_submissions_serial ON ca_revocation_submissions (serial_hex);
 CREATE INDEX ca_revocation_submissions_signer ON ca_revocation_submissions (signer_hex, state);
 
--- The CRL file last written: which revocation list it holds (fingerprint) and when.
+-- The CRL last built: the PEM `GET /v1/ca/crl` serves (the route never signs one while
+-- this row exists), which revocation list it holds (fingerprint), its CRL number (the beacon
+-- height of that list) and when it was built; and where and when it was last written to the
+-- CRL file (NULL while none was written).
 CREATE TABLE ca_crl_state (
     id           BIGINT NOT NULL PRIMARY KEY CHECK (id = 1),
     fingerprint  TEXT NOT NULL,
     crl_number   BIGINT NOT NULL,
     entries      BIGINT NOT NULL,
-    path         TEXT NOT NULL,
-    written_ms   BIGINT NOT NULL
+    pem          TEXT NOT NULL,
+    built_ms     BIGINT NOT NULL,
+    path         TEXT NULL,
+    written_ms   BIGINT NULL
 );

@@ -11,7 +11,7 @@ use crate::ca::{CertState, RevocationReason};
 use crate::chain;
 use crate::crl;
 use crate::manager::RevokeError;
-use crate::store::{self, CertRow};
+use crate::store::{self, CertRow, CrlState};
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -19,6 +19,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use trellis_servicekit::{ApiResult, Caller, JsonBody, Problem, Role, now_ms};
 use trellis_types::OrgId;
 use trellis_types::tx::MAX_SERIAL_BYTES;
@@ -269,11 +270,14 @@ pub struct RevocationReceipt {
 }
 
 /// Revokes a certificate: signs `RevokeCertificate` with the CA operator key, submits it and
-/// waits for its block. Operators only.
+/// waits for its block. Operators only. A serial whose revocation is pending already (the
+/// certificate manager's or an earlier request's, perhaps one that timed out) is refused with
+/// 409 `revocation-in-flight` naming that transaction: nothing new is signed.
 #[utoipa::path(post, path = "/v1/ca/revocations", tag = "ca", request_body = RevocationRequest,
     responses((status = 201, body = RevocationReceipt), (status = 400, body = Problem),
         (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 409, body = Problem, description = "already revoked"),
+        (status = 409, body = Problem,
+            description = "already revoked (`already-revoked`), or a revocation of the serial is pending (`revocation-in-flight`)"),
         (status = 422, body = Problem), (status = 503, body = Problem), (status = 504, body = Problem)))]
 pub(crate) async fn revoke(
     State(svc): State<MembershipService>,
@@ -301,25 +305,85 @@ pub(crate) async fn revoke(
         Err(RevokeError::Rejected { code, reason }) if code == "already-revoked" => {
             Err(Problem::conflict("already-revoked", reason).with_field("serial"))
         }
+        Err(RevokeError::InFlight(tx_hash)) => Err(Problem::conflict(
+            "revocation-in-flight",
+            format!(
+                "a revocation of this serial is pending already (transaction {tx_hash}); \
+                 look it up by its hash or retry once it is decided"
+            ),
+        )
+        .with_field("serial")),
         Err(RevokeError::Node(e)) => Err(chain::node_problem(e)),
         Err(e) => Err(Problem::internal(e)),
     }
 }
 
 /// The CA's CRL: every serial on the beacon's revocation list, signed by the CA; CRL number =
-/// the beacon height of the list, next update a day from now. Public.
+/// the beacon height of the list, next update a day after it was built. Public. Serves the
+/// CRL the certificate manager last built (it rebuilds it when the beacon's list changes);
+/// only while none was ever built does the route build one, once.
 #[utoipa::path(get, path = "/v1/ca/crl", tag = "ca",
     responses((status = 200, content_type = "application/x-pem-file", body = String),
         (status = 503, body = Problem)))]
 pub(crate) async fn crl_pem(State(svc): State<MembershipService>) -> ApiResult<Response> {
-    let list = chain::revocations(&svc.inner.node)
+    let pem = served_crl(&svc).await?;
+    Ok(pem_response(pem.to_string()))
+}
+
+/// The CRL to serve: the in-memory copy while it is recent; else the one recorded in
+/// `ca_crl_state` (perhaps by another process's manager); else, only while no CRL was ever
+/// recorded, one built here and recorded (unless a manager recorded one meanwhile). The cache
+/// lock makes concurrent requests wait for that one read or build.
+async fn served_crl(svc: &MembershipService) -> ApiResult<Arc<str>> {
+    let inner = &svc.inner;
+    let mut cache = inner.crl_cache.lock().await;
+    if let Some(c) = cache.as_ref().filter(|c| c.is_recent()) {
+        return Ok(c.pem.clone());
+    }
+    match store::crl_state(&inner.db).await {
+        Ok(Some(state)) => {
+            let fresh = crl::CachedCrl::of(&state);
+            let pem = fresh.pem.clone();
+            *cache = Some(fresh);
+            return Ok(pem);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            // Serve the copy held (it stays valid for a day after it was built) and look
+            // again after the recheck interval, not on every request.
+            if let Some(c) = cache.as_mut() {
+                tracing::warn!(error = %e, "cannot re-read the CRL; serving the copy held");
+                c.checked = tokio::time::Instant::now();
+                return Ok(c.pem.clone());
+            }
+            return Err(e.into());
+        }
+    }
+    let list = chain::revocations(&inner.node)
         .await
         .map_err(chain::node_problem)?;
     let now = now_ms();
-    let first_seen = store::mirror_revocations(&svc.inner.db, &list, now).await?;
-    let pem =
-        crl::build(&svc.inner.config.ca, &list, &first_seen, now).map_err(Problem::internal)?;
-    Ok(pem_response(pem))
+    let first_seen = store::mirror_revocations(&inner.db, &list, now).await?;
+    let pem = crl::build(&inner.config.ca, &list, &first_seen, now).map_err(Problem::internal)?;
+    let mut state = CrlState {
+        fingerprint: crl::fingerprint(&list),
+        crl_number: list.height,
+        entries: list.revocations.len(),
+        pem,
+        built_ms: now,
+        path: None,
+        written_ms: None,
+    };
+    if !store::set_crl_state(&inner.db, &state, false).await? {
+        // The manager recorded one meanwhile: serve that.
+        if let Some(recorded) = store::crl_state(&inner.db).await? {
+            state = recorded;
+        }
+    }
+    let fresh = crl::CachedCrl::of(&state);
+    let pem = fresh.pem.clone();
+    *cache = Some(fresh);
+    Ok(pem)
 }
 
 /// The consortium CA certificate (the trust anchor of org and node certificates). Public.

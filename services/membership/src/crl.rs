@@ -1,23 +1,60 @@
-//! The CRL built from the beacon's revocation list, and the CRL file nodes watch.
+//! The CRL built from the beacon's revocation list, the copy `GET /v1/ca/crl` serves, and the
+//! CRL file nodes watch.
 //!
 //! The beacon records a revocation's height, not its time; a CRL entry is dated when this
 //! service first saw it on the beacon (the `ca_revocations` mirror), never later than the
 //! CRL's own `thisUpdate`. The CRL number is the beacon height the list was read at, which
 //! only grows.
+//!
+//! The certificate manager builds the CRL when the beacon's list changes (or half its validity
+//! has passed) and records it in `ca_crl_state`; the public route serves that copy
+//! ([`CachedCrl`], re-read from the table at most every [`CRL_RECHECK`] so a CRL built by
+//! another process's manager is served too) and builds one itself only while none was ever
+//! recorded.
 
 use crate::ca::{CaError, ConsortiumCa, RevocationReason, RevokedEntry};
 use crate::chain::RevocationListView;
+use crate::store::CrlState;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// A CRL's validity: nodes should fetch a new one within a day.
 pub(crate) const CRL_VALIDITY_MS: i64 = 24 * 3600 * 1000;
 /// The CRL file is rewritten at least this often even when nothing changed, so the copy nodes
 /// hold never passes its `nextUpdate`.
 pub(crate) const CRL_REFRESH_MS: i64 = CRL_VALIDITY_MS / 2;
+
+/// How long the route serves its in-memory copy of the CRL before looking at `ca_crl_state`
+/// again (one read by primary key, however many requests arrive).
+pub(crate) const CRL_RECHECK: Duration = Duration::from_secs(5);
+
+/// The CRL last built, as the route serves it.
+#[derive(Clone, Debug)]
+pub(crate) struct CachedCrl {
+    pub pem: Arc<str>,
+    /// When it was last read from (or written to) `ca_crl_state`.
+    pub checked: Instant,
+}
+
+impl CachedCrl {
+    pub(crate) fn of(state: &CrlState) -> CachedCrl {
+        CachedCrl {
+            pem: Arc::from(state.pem.as_str()),
+            checked: Instant::now(),
+        }
+    }
+
+    /// Whether it may be served without looking at the table again.
+    pub(crate) fn is_recent(&self) -> bool {
+        self.checked.elapsed() < CRL_RECHECK
+    }
+}
 
 /// The RFC 5280 CRLReason code of a reason.
 pub(crate) fn reason_code(reason: RevocationReason) -> u32 {

@@ -6,11 +6,12 @@
 //! - The consortium CA ([`ca`]): a certificate manager
 //!   ([`MembershipService::reconcile_certificates`], run every poll interval) issues and renews
 //!   every active member's org certificate, revokes removed members' certificates on the
-//!   beacon, mirrors the beacon's revocation list and keeps the CRL file nodes watch current.
+//!   beacon, mirrors the beacon's revocation list, and rebuilds the CRL when that list
+//!   changes: the copy `GET /v1/ca/crl` serves and the CRL file nodes watch.
 //!
 //! Tables (migration `0003_membership.sql`): `ca_certificates`, `ca_revocations` (mirror of
 //! the beacon's list), `ca_revocation_submissions` (revocations the CA operator key signed),
-//! `ca_crl_state` (what the CRL file holds).
+//! `ca_crl_state` (the CRL last built, and where it was written).
 //!
 //! # Routes
 //!
@@ -119,6 +120,9 @@ pub struct ReconcileReport {
     pub revocations_confirmed: Vec<String>,
     /// Problems with one org or serial; the next pass tries again.
     pub failures: Vec<String>,
+    /// Whether the CRL was (re)built and signed: the revocation list changed, half its
+    /// validity passed, or none was built before.
+    pub crl_built: bool,
     /// Whether the CRL file was (re)written.
     pub crl_written: bool,
     /// Entries of the beacon's revocation list (and so of the CRL).
@@ -139,6 +143,9 @@ pub(crate) struct Inner {
     pub nonce_lock: tokio::sync::Mutex<()>,
     /// Held for a whole certificate-manager pass.
     pub pass_lock: tokio::sync::Mutex<()>,
+    /// The CRL last built, as `GET /v1/ca/crl` serves it; held while the route re-reads or
+    /// (the first time) builds it, so concurrent requests do that once.
+    pub crl_cache: tokio::sync::Mutex<Option<crl::CachedCrl>>,
 }
 
 /// The membership service: its routes and its certificate manager. Cheap to clone.
@@ -189,6 +196,7 @@ impl MembershipService {
                 metrics: metrics::CaMetrics::default(),
                 nonce_lock: tokio::sync::Mutex::new(()),
                 pass_lock: tokio::sync::Mutex::new(()),
+                crl_cache: tokio::sync::Mutex::new(None),
             }),
         };
         if !poll.is_zero() {

@@ -10,12 +10,22 @@
 //!    the beacon: a `RevokeCertificate` (reason 5, cessation of operation) signed by the CA
 //!    operator key; so are an active org's certificates of a key it no longer holds (reason
 //!    4, superseded — an org re-admitted with a new key). Expired certificates are left out:
-//!    every verifier refuses them already. Each signed transaction is stored before it is submitted; a later pass
-//!    (or a restarted process) looks it up by hash and resubmits the very same bytes when the
-//!    node does not know it, so nothing is signed twice. Nonces are
-//!    `max(node's next nonce, last pending or committed + 1)`. `already-revoked` counts as done.
-//! 4. Re-read the revocation list when something was decided, and rewrite the CRL file when
-//!    the list changed (or the file is missing, or half its validity has passed).
+//!    every verifier refuses them already, and so are serials with a submission in flight
+//!    (pending or committed, the operator's own through `POST /v1/ca/revocations` included;
+//!    checked again under the nonce lock, so the route and the manager never both sign one).
+//!    Each signed transaction is stored before it is submitted; a later pass (or a restarted
+//!    process) looks it up by hash and resubmits the very same bytes when the node does not
+//!    know it, so nothing is signed twice. Nonces are `max(node's next nonce, last used + 1)`,
+//!    where a nonce is used by a pending or committed submission and by a rejected one the
+//!    beacon refused past its nonce check (it consumes the nonce of a refused action too).
+//!    `already-revoked` counts as done. The node executes an account's transactions in nonce
+//!    order only, so a pending submission above the node's next nonce with none of ours in
+//!    between (the one below was dropped, or another process held the nonce and its
+//!    transaction vanished) would wait forever: it is signed again at the node's next nonce
+//!    and the stranded row marked `replaced`.
+//! 4. Re-read the revocation list when something was decided, and rebuild the CRL when the
+//!    list changed (or half its validity has passed): recorded in `ca_crl_state`, served by
+//!    `GET /v1/ca/crl`, and written to the CRL file (also when the file is missing).
 //! 5. Set the gauges.
 //!
 //! Passes never overlap within a process. Running several managers on one database is safe
@@ -50,6 +60,9 @@ pub(crate) enum RevokeError {
     UnknownOperator(String),
     #[error("the beacon rejected the revocation ({code}): {reason}")]
     Rejected { code: String, reason: String },
+    /// Transaction hash of the pending submission revoking the same serial.
+    #[error("a revocation of this serial is pending already (transaction {0})")]
+    InFlight(String),
 }
 
 impl MembershipService {
@@ -58,11 +71,13 @@ impl MembershipService {
     }
 
     /// Signs a revocation of `serial` with the next free nonce of the CA operator key, stores
-    /// it, and submits it. Returns its hash. A submission the node refuses is recorded as
-    /// `dropped` (its nonce stays free); one that could not reach the node stays `pending`
-    /// and is resubmitted by the next pass. When the node says the nonce is taken (another
-    /// process signing with the same key has a transaction pending), the next nonces are
-    /// tried, a few at most.
+    /// it, and submits it. Returns its hash. Refused with [`RevokeError::InFlight`] when a
+    /// submission revoking the serial is pending already (checked under the nonce lock, so two
+    /// callers never both sign one). A submission the node refuses is recorded as `dropped`
+    /// (its nonce stays free); one that could not reach the node stays `pending` and is
+    /// resubmitted by the next pass. When the node says the nonce is taken (another process
+    /// signing with the same key has a transaction pending), the next nonces are tried, a few
+    /// at most.
     pub(crate) async fn submit_revocation(
         &self,
         serial: &[u8],
@@ -71,8 +86,12 @@ impl MembershipService {
         const NONCE_ATTEMPTS: u64 = 4;
         let inner = &self.inner;
         let signer_hex = self.operator_hex();
-        let serial_hex = hex::encode(serial);
         let _nonces = inner.nonce_lock.lock().await;
+        if let Some(hash) =
+            store::pending_submission_for(&inner.db, &signer_hex, &hex::encode(serial)).await?
+        {
+            return Err(RevokeError::InFlight(hash));
+        }
         let node_next = inner
             .node
             .next_nonce(&signer_hex)
@@ -83,48 +102,64 @@ impl MembershipService {
         let mut attempt = 0;
         loop {
             let nonce = first + attempt;
-            let tx = Transaction::sign(
-                &inner.config.chain_id,
-                &inner.config.ca_operator,
-                nonce,
-                Action::RevokeCertificate {
-                    serial: serial.to_vec(),
-                    reason,
-                },
-            );
-            let hash = tx.hash().to_hex();
-            store::insert_submission(
-                &inner.db,
-                &hash,
-                &serial_hex,
+            match self.sign_and_submit(serial, reason, nonce).await {
+                Err(RevokeError::Node(NodeError::Rejected { kind, .. }))
+                    if kind == "nonce-used" && attempt + 1 < NONCE_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    tracing::debug!(nonce, "CA operator nonce taken; trying the next");
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// Signs a revocation of `serial` at `nonce`, stores it as pending and submits it; a
+    /// submission the node refuses is recorded as `dropped`. The caller holds the nonce lock.
+    async fn sign_and_submit(
+        &self,
+        serial: &[u8],
+        reason: u32,
+        nonce: u64,
+    ) -> Result<String, RevokeError> {
+        let inner = &self.inner;
+        let tx = Transaction::sign(
+            &inner.config.chain_id,
+            &inner.config.ca_operator,
+            nonce,
+            Action::RevokeCertificate {
+                serial: serial.to_vec(),
                 reason,
-                &signer_hex,
-                nonce,
-                tx.encoded(),
-                now_ms(),
-            )
-            .await?;
-            match inner.node.submit(tx.encoded()).await {
-                Ok(_) => return Ok(hash),
-                Err(NodeError::Rejected {
+            },
+        );
+        let hash = tx.hash().to_hex();
+        store::insert_submission(
+            &inner.db,
+            &hash,
+            &hex::encode(serial),
+            reason,
+            &self.operator_hex(),
+            nonce,
+            tx.encoded(),
+            now_ms(),
+        )
+        .await?;
+        match inner.node.submit(tx.encoded()).await {
+            Ok(_) => Ok(hash),
+            Err(NodeError::Rejected {
+                status,
+                kind,
+                detail,
+            }) => {
+                store::decide_submission(&inner.db, &hash, "dropped", Some(&kind), now_ms())
+                    .await?;
+                Err(RevokeError::Node(NodeError::Rejected {
                     status,
                     kind,
                     detail,
-                }) => {
-                    store::decide_submission(&inner.db, &hash, "dropped", Some(&kind), now_ms())
-                        .await?;
-                    attempt += 1;
-                    if kind != "nonce-used" || attempt == NONCE_ATTEMPTS {
-                        return Err(RevokeError::Node(NodeError::Rejected {
-                            status,
-                            kind,
-                            detail,
-                        }));
-                    }
-                    tracing::debug!(nonce, "CA operator nonce taken; trying the next");
-                }
-                Err(e) => return Err(e.into()),
+                }))
             }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -159,8 +194,9 @@ impl MembershipService {
     }
 
     /// Settles submissions left pending by earlier passes, requests or processes: decided
-    /// ones are recorded, ones the node does not know are resubmitted byte for byte. Returns
-    /// the hashes still undecided, with their serials.
+    /// ones are recorded, ones the node does not know are resubmitted byte for byte, and ones
+    /// stranded behind a nonce gap are signed again ([`Self::fill_nonce_gaps`]). Returns the
+    /// hashes still undecided, with their serials.
     async fn settle_pending(&self) -> anyhow::Result<Vec<(String, String)>> {
         let inner = &self.inner;
         let _nonces = inner.nonce_lock.lock().await;
@@ -181,9 +217,9 @@ impl MembershipService {
                     };
                     self.record_fate(&s.tx_hash, &fate).await?;
                 }
-                Some(_) => waiting.push((s.tx_hash, s.serial_hex)),
+                Some(_) => waiting.push(s),
                 None => match inner.node.submit(&s.tx_bytes).await {
-                    Ok(_) => waiting.push((s.tx_hash, s.serial_hex)),
+                    Ok(_) => waiting.push(s),
                     Err(NodeError::Rejected { kind, .. }) => {
                         tracing::warn!(tx = %s.tx_hash, %kind, "stored revocation refused on resubmission; its serial will be signed again");
                         store::decide_submission(
@@ -199,7 +235,66 @@ impl MembershipService {
                 },
             }
         }
-        Ok(waiting)
+        self.fill_nonce_gaps(&mut waiting).await?;
+        Ok(waiting
+            .into_iter()
+            .map(|s| (s.tx_hash, s.serial_hex))
+            .collect())
+    }
+
+    /// Re-signs pending submissions stranded behind a nonce gap. The node executes the
+    /// operator key's transactions in nonce order from its next nonce, so a submission above
+    /// that nonce with none of ours at the nonces below (the one there was dropped, or another
+    /// process held the nonce and its transaction vanished) would never execute. Going up
+    /// `waiting` (oldest nonce first), the lowest one past a gap is signed again at the first
+    /// nonce of the gap (the node's next nonce, then each following one), as the identity
+    /// outbox does, and its old row marked `replaced` (should its old bytes still execute,
+    /// the beacon refuses them as `already-revoked`). When the node refuses the new signing
+    /// (`nonce-used`: another process's transaction does hold that nonce, so nothing is
+    /// stranded yet) the rest is left for the next pass. The caller holds the nonce lock.
+    async fn fill_nonce_gaps(&self, waiting: &mut [store::Submission]) -> anyhow::Result<()> {
+        let inner = &self.inner;
+        let Some(next) = inner.node.next_nonce(&self.operator_hex()).await? else {
+            // Not an account (any more): nothing of it executes; submissions say why.
+            return Ok(());
+        };
+        let mut expected = next;
+        for s in waiting.iter_mut() {
+            if s.nonce < expected {
+                // Behind the account already (the beacon refuses it soon), or a second
+                // submission at a nonce another one covers.
+                continue;
+            }
+            if s.nonce == expected {
+                expected += 1;
+                continue;
+            }
+            let serial = hex::decode(&s.serial_hex).context("stored serial is not hex")?;
+            match self.sign_and_submit(&serial, s.reason, expected).await {
+                Ok(hash) => {
+                    store::decide_submission(
+                        &inner.db,
+                        &s.tx_hash,
+                        "replaced",
+                        Some("nonce-gap"),
+                        now_ms(),
+                    )
+                    .await?;
+                    tracing::info!(serial = %s.serial_hex, stranded = %s.tx_hash, old_nonce = s.nonce,
+                        tx = %hash, nonce = expected, "revocation stranded behind a nonce gap; signed again");
+                    s.tx_hash = hash;
+                    s.nonce = expected;
+                    expected += 1;
+                }
+                Err(RevokeError::Node(NodeError::Rejected { kind, .. })) => {
+                    tracing::debug!(serial = %s.serial_hex, nonce = expected, %kind,
+                        "cannot fill the operator key's nonce gap yet");
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// One pass of the certificate manager at `now_ms` (see the module documentation). The
@@ -252,7 +347,7 @@ impl MembershipService {
             .iter()
             .map(|r| r.serial.to_ascii_lowercase())
             .collect();
-        let in_flight = store::serials_in_flight(&inner.db).await?;
+        let in_flight = store::serials_in_flight(&inner.db, &self.operator_hex()).await?;
         'members: for member in &members.members {
             // A removed org loses every certificate (cessation of operation); an active org
             // those of a key it no longer holds (re-admitted with a new key: superseded).
@@ -280,6 +375,10 @@ impl MembershipService {
                         });
                         waiting.push((hash, cert.serial_hex.clone()));
                     }
+                    Err(RevokeError::InFlight(hash)) => {
+                        // The operator revoked it through the API meanwhile.
+                        tracing::debug!(serial = %cert.serial_hex, tx = %hash, "revocation already in flight");
+                    }
                     Err(e @ (RevokeError::UnknownOperator(_) | RevokeError::Node(_))) => {
                         tracing::debug!(org = %member.org, serial = %cert.serial_hex, error = %e, "cannot revoke a certificate");
                         report
@@ -301,9 +400,10 @@ impl MembershipService {
         }
         let first_seen = store::mirror_revocations(&inner.db, &list, now_ms).await?;
 
-        // The CRL file.
+        // The CRL: served by the route and written to the file.
         report.crl_entries = list.revocations.len();
-        report.crl_written = self.refresh_crl_file(&list, &first_seen, now_ms).await?;
+        (report.crl_built, report.crl_written) =
+            self.refresh_crl(&list, &first_seen, now_ms).await?;
 
         let m = &inner.metrics;
         m.expiring.store(expiring, Ordering::Relaxed);
@@ -419,47 +519,64 @@ impl MembershipService {
         Ok(decided)
     }
 
-    /// Rewrites the CRL file when the revocation list changed since the file was written, the
-    /// file is gone, or half its validity has passed. Returns whether it wrote.
-    async fn refresh_crl_file(
+    /// Rebuilds the CRL when the revocation list changed since the last one was built, half
+    /// its validity has passed, or none was built yet, and records it (`ca_crl_state`, and the
+    /// copy `GET /v1/ca/crl` serves). Writes the CRL file when the CRL was rebuilt, or the file
+    /// is missing or was last written elsewhere. Returns whether it built and whether it wrote.
+    async fn refresh_crl(
         &self,
         list: &RevocationListView,
         first_seen: &HashMap<String, i64>,
         now_ms: i64,
-    ) -> anyhow::Result<bool> {
-        let Some(path) = self.inner.config.crl_path.clone() else {
-            return Ok(false);
-        };
+    ) -> anyhow::Result<(bool, bool)> {
+        let inner = &self.inner;
         let fingerprint = crl::fingerprint(list);
-        let shown = path.display().to_string();
-        let last = store::crl_state(&self.inner.db).await?;
-        let fresh = last.as_ref().is_some_and(|s| {
-            s.fingerprint == fingerprint
-                && s.path == shown
-                && now_ms.saturating_sub(s.written_ms) < crl::CRL_REFRESH_MS
+        let last = store::crl_state(&inner.db).await?.filter(|s| {
+            s.fingerprint == fingerprint && now_ms.saturating_sub(s.built_ms) < crl::CRL_REFRESH_MS
         });
-        if fresh && tokio::fs::try_exists(&path).await.unwrap_or(false) {
-            return Ok(false);
-        }
-        let pem = crl::build(&self.inner.config.ca, list, first_seen, now_ms)
-            .context("building the CRL")?;
-        let target = path.clone();
-        tokio::task::spawn_blocking(move || crl::write_atomically(&target, pem.as_bytes()))
-            .await
-            .context("CRL writer task")?
-            .with_context(|| format!("writing the CRL to {shown}"))?;
-        store::set_crl_state(
-            &self.inner.db,
-            &CrlState {
+        let built = last.is_none();
+        let mut state = match last {
+            Some(state) => state,
+            None => CrlState {
+                pem: crl::build(&inner.config.ca, list, first_seen, now_ms)
+                    .context("building the CRL")?,
                 fingerprint,
-                path: shown.clone(),
-                written_ms: now_ms,
+                crl_number: list.height,
+                entries: list.revocations.len(),
+                built_ms: now_ms,
+                path: None,
+                written_ms: None,
             },
-            list.height,
-            list.revocations.len(),
-        )
-        .await?;
-        tracing::info!(path = %shown, entries = list.revocations.len(), height = list.height, "CRL written");
-        Ok(true)
+        };
+        let mut written = false;
+        if let Some(path) = inner.config.crl_path.clone() {
+            let shown = path.display().to_string();
+            let on_file = !built
+                && state.path.as_deref() == Some(shown.as_str())
+                && tokio::fs::try_exists(&path).await.unwrap_or(false);
+            if !on_file {
+                let pem = state.pem.clone();
+                tokio::task::spawn_blocking(move || crl::write_atomically(&path, pem.as_bytes()))
+                    .await
+                    .context("CRL writer task")?
+                    .with_context(|| format!("writing the CRL to {shown}"))?;
+                tracing::info!(path = %shown, entries = state.entries, height = state.crl_number, "CRL written");
+                state.path = Some(shown);
+                state.written_ms = Some(now_ms);
+                written = true;
+            }
+        }
+        if built || written {
+            store::set_crl_state(&inner.db, &state, true).await?;
+        }
+        if built {
+            tracing::info!(
+                entries = state.entries,
+                height = state.crl_number,
+                "CRL built"
+            );
+        }
+        *inner.crl_cache.lock().await = Some(crl::CachedCrl::of(&state));
+        Ok((built, written))
     }
 }

@@ -1,6 +1,7 @@
 //! The service's tables (migration `0003_membership.sql`): issued org certificates, the
 //! mirror of the beacon's revocation list, the revocation transactions the CA operator signed,
-//! and the state of the CRL file. Plain SQL over [`Db`], `$n` placeholders, both backends.
+//! and the CRL last built (and where it was written). Plain SQL over [`Db`], `$n`
+//! placeholders, both backends.
 
 use crate::ca::IssuedCertificate;
 use crate::chain::RevocationListView;
@@ -252,6 +253,9 @@ pub(crate) async fn mirror_revocations(
 pub(crate) struct Submission {
     pub tx_hash: String,
     pub serial_hex: String,
+    /// RFC 5280 reason code.
+    pub reason: u32,
+    pub nonce: u64,
     pub tx_bytes: Vec<u8>,
 }
 
@@ -286,7 +290,7 @@ pub(crate) async fn insert_submission(
     Ok(())
 }
 
-/// Records how a submission ended (`committed`, `rejected` or `dropped`).
+/// Records how a submission ended (`committed`, `rejected`, `dropped` or `replaced`).
 pub(crate) async fn decide_submission(
     db: &Db,
     tx_hash: &str,
@@ -313,7 +317,7 @@ pub(crate) async fn pending_submissions(
     signer_hex: &str,
 ) -> Result<Vec<Submission>, sqlx::Error> {
     let found = sqlx::query(
-        "SELECT tx_hash, serial_hex, tx_bytes FROM ca_revocation_submissions \
+        "SELECT tx_hash, serial_hex, reason, nonce, tx_bytes FROM ca_revocation_submissions \
          WHERE signer_hex = $1 AND state = 'pending' ORDER BY nonce, tx_hash",
     )
     .bind(signer_hex)
@@ -322,22 +326,51 @@ pub(crate) async fn pending_submissions(
     found
         .iter()
         .map(|row| {
+            let reason: i64 = row.try_get(2)?;
+            let nonce: i64 = row.try_get(3)?;
+            let corrupt = |what: &str| sqlx::Error::Decode(format!("negative {what}").into());
             Ok(Submission {
                 tx_hash: row.try_get(0)?,
                 serial_hex: row.try_get(1)?,
-                tx_bytes: row.try_get(2)?,
+                reason: u32::try_from(reason).map_err(|_| corrupt("reason"))?,
+                nonce: u64::try_from(nonce).map_err(|_| corrupt("nonce"))?,
+                tx_bytes: row.try_get(4)?,
             })
         })
         .collect()
 }
 
+/// The hash of a pending submission by `signer_hex` revoking `serial_hex`, if there is one.
+/// (Another signer's — an operator key since replaced — is never settled by this service, so
+/// it does not hold the serial up.)
+pub(crate) async fn pending_submission_for(
+    db: &Db,
+    signer_hex: &str,
+    serial_hex: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT tx_hash FROM ca_revocation_submissions WHERE signer_hex = $1 \
+         AND serial_hex = $2 AND state = 'pending' ORDER BY submitted_ms DESC, tx_hash LIMIT 1",
+    )
+    .bind(signer_hex)
+    .bind(serial_hex)
+    .fetch_optional(db.pool())
+    .await?;
+    row.map(|r| r.try_get(0)).transpose()
+}
+
 /// The highest nonce of `signer_hex` that a transaction may still hold or did take: pending
-/// and committed submissions (a rejected transaction leaves the nonce unused on chain, a
-/// dropped one never reached it).
+/// and committed submissions, and rejected ones refused past the beacon's nonce check (the
+/// beacon consumes the nonce of a refused action; only a transaction refused for its chain,
+/// signature, account or nonce leaves it unused). A dropped submission never reached the
+/// chain; a replaced one was signed again at a lower nonce, and its own nonce is left to
+/// whatever the node assigns it next (counting it would recreate the gap it was replaced for).
 pub(crate) async fn last_used_nonce(db: &Db, signer_hex: &str) -> Result<Option<u64>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT MAX(nonce) FROM ca_revocation_submissions \
-         WHERE signer_hex = $1 AND state IN ('pending', 'committed')",
+         WHERE signer_hex = $1 AND (state IN ('pending', 'committed') OR (state = 'rejected' \
+         AND reason_code NOT IN ('', 'wrong-chain', 'bad-signature', 'unknown-account', \
+         'bad-nonce')))",
     )
     .bind(signer_hex)
     .fetch_one(db.pool())
@@ -346,57 +379,87 @@ pub(crate) async fn last_used_nonce(db: &Db, signer_hex: &str) -> Result<Option<
     Ok(max.and_then(|n| u64::try_from(n).ok()))
 }
 
-/// Serials with a revocation pending or committed (no need to sign another).
-pub(crate) async fn serials_in_flight(db: &Db) -> Result<HashSet<String>, sqlx::Error> {
+/// Serials with a revocation committed, or pending by `signer_hex` (no need to sign another;
+/// as in [`pending_submission_for`], another signer's pending one is never settled).
+pub(crate) async fn serials_in_flight(
+    db: &Db,
+    signer_hex: &str,
+) -> Result<HashSet<String>, sqlx::Error> {
     let found = sqlx::query(
         "SELECT DISTINCT serial_hex FROM ca_revocation_submissions \
-         WHERE state IN ('pending', 'committed')",
+         WHERE state = 'committed' OR (state = 'pending' AND signer_hex = $1)",
     )
+    .bind(signer_hex)
     .fetch_all(db.pool())
     .await?;
     found.iter().map(|r| r.try_get(0)).collect()
 }
 
-/// What the CRL file last written holds.
+/// The CRL last built (`ca_crl_state`), and where it was last written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct CrlState {
+    /// The revocation list it holds ([`crate::crl::fingerprint`]).
     pub fingerprint: String,
-    pub path: String,
-    pub written_ms: i64,
+    /// The beacon height of that list.
+    pub crl_number: u64,
+    pub entries: usize,
+    pub pem: String,
+    pub built_ms: i64,
+    /// The CRL file last written with it, and when (`None` while none was).
+    pub path: Option<String>,
+    pub written_ms: Option<i64>,
 }
 
 pub(crate) async fn crl_state(db: &Db) -> Result<Option<CrlState>, sqlx::Error> {
-    let row = sqlx::query("SELECT fingerprint, path, written_ms FROM ca_crl_state WHERE id = 1")
-        .fetch_optional(db.pool())
-        .await?;
+    let row = sqlx::query(
+        "SELECT fingerprint, crl_number, entries, pem, built_ms, path, written_ms \
+         FROM ca_crl_state WHERE id = 1",
+    )
+    .fetch_optional(db.pool())
+    .await?;
     row.map(|r| {
+        let crl_number: i64 = r.try_get(1)?;
+        let entries: i64 = r.try_get(2)?;
         Ok(CrlState {
             fingerprint: r.try_get(0)?,
-            path: r.try_get(1)?,
-            written_ms: r.try_get(2)?,
+            crl_number: u64::try_from(crl_number).unwrap_or(0),
+            entries: usize::try_from(entries).unwrap_or(0),
+            pem: r.try_get(3)?,
+            built_ms: r.try_get(4)?,
+            path: r.try_get(5)?,
+            written_ms: r.try_get(6)?,
         })
     })
     .transpose()
 }
 
+/// Records `state` as the CRL last built. `replace: false` writes it only when no CRL was
+/// recorded yet (the route's first build never overwrites the manager's). Returns whether it
+/// was written.
 pub(crate) async fn set_crl_state(
     db: &Db,
     state: &CrlState,
-    crl_number: u64,
-    entries: usize,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO ca_crl_state (id, fingerprint, crl_number, entries, path, written_ms) \
-         VALUES (1, $1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET \
+    replace: bool,
+) -> Result<bool, sqlx::Error> {
+    let sql = if replace {
+        "INSERT INTO ca_crl_state (id, fingerprint, crl_number, entries, pem, built_ms, path, \
+         written_ms) VALUES (1, $1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET \
          fingerprint = excluded.fingerprint, crl_number = excluded.crl_number, \
-         entries = excluded.entries, path = excluded.path, written_ms = excluded.written_ms",
-    )
-    .bind(&state.fingerprint)
-    .bind(i64::try_from(crl_number).unwrap_or(i64::MAX))
-    .bind(i64::try_from(entries).unwrap_or(i64::MAX))
-    .bind(&state.path)
-    .bind(state.written_ms)
-    .execute(db.pool())
-    .await?;
-    Ok(())
+         entries = excluded.entries, pem = excluded.pem, built_ms = excluded.built_ms, \
+         path = excluded.path, written_ms = excluded.written_ms"
+    } else {
+        "INSERT INTO ca_crl_state (id, fingerprint, crl_number, entries, pem, built_ms, path, \
+         written_ms) VALUES (1, $1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING"
+    };
+    let done = sqlx::query(sql)
+        .bind(&state.fingerprint)
+        .bind(i64::try_from(state.crl_number).unwrap_or(i64::MAX))
+        .bind(i64::try_from(state.entries).unwrap_or(i64::MAX))
+        .bind(&state.pem)
+        .bind(state.built_ms)
+        .bind(state.path.as_deref())
+        .bind(state.written_ms)
+        .execute(db.pool())
+        .await?;
+    Ok(done.rows_affected() == 1)
 }

@@ -365,8 +365,8 @@ async fn votes_and_proposals_are_relayed_and_rejections_mapped() {
             ("not-a-member", StatusCode::FORBIDDEN),
             ("unknown-proposal", StatusCode::NOT_FOUND),
         ] {
-            // A refused transaction leaves the nonce unused: a fresh proposal per case keeps
-            // the signed votes distinct.
+            // The beacon consumes the nonce of a refused vote too: each case signs at org-b's
+            // next nonce, on a fresh proposal.
             let (pid, nonce) = w.stub.with(|s| {
                 (
                     s.open_proposal("newco"),
@@ -395,8 +395,13 @@ async fn votes_and_proposals_are_relayed_and_rejections_mapped() {
                 .await;
             assert_eq!(status, expected, "{backend} {code}: {body}");
             assert_eq!(kind(&body), code);
-            // A refused vote changed nothing.
+            // A refused vote changed nothing but the nonce.
             assert!(w.stub.with(|s| s.proposals[&pid].yes.is_empty()));
+            assert_eq!(
+                w.stub.with(|s| s.accounts[&key_hex(&org_b())].next_nonce),
+                nonce + 1,
+                "{backend} {code}"
+            );
         }
         assert_eq!(w.stub.with(|s| s.proposals[&id].yes.clone()), vec!["org-a"]);
 
@@ -597,6 +602,13 @@ async fn operators_revoke_any_serial_once() {
             .await;
         assert_eq!(status, StatusCode::CONFLICT, "{backend}: {body}");
         assert_eq!(kind(&body), "already-revoked");
+        // The beacon consumed the refused revocation's nonce too (3: committed, 4: refused).
+        assert_eq!(
+            w.stub
+                .with(|s| s.accounts[&key_hex(&operator())].next_nonce),
+            5,
+            "{backend}"
+        );
 
         // A serial the DB never saw (a node certificate), with a leading zero byte; and
         // another process holds the operator key's next nonce: the one after is used.
@@ -660,6 +672,77 @@ async fn operators_revoke_any_serial_once() {
         assert_eq!(body["revocation_reason"], 1);
         let (_, crl) = w.get("/v1/ca/crl", None).await;
         assert!(crl.is_null(), "PEM, not JSON");
+    }
+}
+
+#[tokio::test]
+async fn a_serial_the_manager_is_revoking_is_refused_as_in_flight() {
+    for (backend, db) in test_databases().await {
+        let w = World::new(db).await;
+        let first = w.svc.reconcile_certificates(now_ms()).await.expect("pass");
+        let org_b = first
+            .issued
+            .iter()
+            .find(|e| e.org == "org-b")
+            .expect("org-b certificate")
+            .serial
+            .clone();
+        // org-b leaves; the node accepts the manager's revocation and loses it: pending.
+        w.stub.with(|s| {
+            s.set_member_status("org-b", false);
+            s.lose_next = true;
+        });
+        let lost = w.svc.reconcile_certificates(now_ms()).await.expect("pass");
+        assert_eq!(lost.revocations_submitted.len(), 1, "{backend}: {lost:?}");
+        let pending: String = sqlx::query_scalar(
+            "SELECT tx_hash FROM ca_revocation_submissions WHERE state = 'pending'",
+        )
+        .fetch_one(w.db.pool())
+        .await
+        .expect("pending submission");
+
+        // The operator asks for the same serial: refused, naming the pending transaction;
+        // nothing is signed or submitted.
+        let op = w.token(Role::Operator, None).await;
+        let submitted = w.stub.with(|s| s.received.len());
+        let (status, body) = w
+            .post(
+                "/v1/ca/revocations",
+                Some(&op),
+                json!({"serial": org_b.to_uppercase(), "reason": "key_compromise"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{backend}: {body}");
+        assert_eq!(kind(&body), "revocation-in-flight");
+        assert_eq!(body["field"], "serial");
+        assert!(
+            body["detail"].as_str().unwrap().contains(&pending),
+            "{backend}: {body}"
+        );
+        assert_eq!(w.stub.with(|s| s.received.len()), submitted, "{backend}");
+        assert_eq!(
+            count(&w.db, "SELECT COUNT(*) FROM ca_revocation_submissions").await,
+            1,
+            "{backend}"
+        );
+
+        // The next pass resubmits the manager's own bytes; once decided, the serial is
+        // revoked, and asking again is answered by the beacon.
+        let settled = w.svc.reconcile_certificates(now_ms()).await.expect("pass");
+        assert_eq!(
+            settled.revocations_confirmed,
+            vec![org_b.clone()],
+            "{backend}"
+        );
+        let (status, body) = w
+            .post(
+                "/v1/ca/revocations",
+                Some(&op),
+                json!({"serial": org_b, "reason": "key_compromise"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{backend}: {body}");
+        assert_eq!(kind(&body), "already-revoked");
     }
 }
 

@@ -5,10 +5,11 @@
 mod common;
 
 use common::*;
+use serde_json::json;
 use std::collections::HashSet;
 use trellis_membership::ca::RenewalPolicy;
-use trellis_servicekit::now_ms;
 use trellis_servicekit::testing::test_databases;
+use trellis_servicekit::{Role, now_ms};
 use x509_parser::extensions::GeneralName;
 
 async fn metrics_text(base: &str) -> String {
@@ -17,6 +18,37 @@ async fn metrics_text(base: &str) -> String {
         .expect("metrics");
     assert_eq!(resp.status(), 200);
     resp.text().await.expect("text")
+}
+
+/// `GET /v1/ca/crl`: the status and the body.
+async fn get_crl(base: &str) -> (u16, String) {
+    let resp = reqwest::get(format!("{base}/v1/ca/crl"))
+        .await
+        .expect("crl");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.expect("text"))
+}
+
+/// The URL of a port nothing listens on: a node that cannot be reached.
+async fn unreachable_node() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    format!("http://{addr}")
+}
+
+async fn revoke(base: &str, token: &str, serial: &str, reason: &str) -> (u16, serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/ca/revocations"))
+        .bearer_auth(token)
+        .json(&json!({"serial": serial, "reason": reason}))
+        .send()
+        .await
+        .expect("revocation request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
 }
 
 fn metric(text: &str, name: &str) -> u64 {
@@ -456,5 +488,187 @@ async fn an_org_readmitted_with_a_new_key_gets_a_new_certificate_and_the_old_one
         .await
         .expect("current");
         assert_eq!(key, key_hex(&new_key));
+    }
+}
+
+#[tokio::test]
+async fn the_public_crl_is_the_last_one_built_and_requests_never_sign_one() {
+    let ca = ca_files(2034);
+    for (backend, db) in test_databases().await {
+        // Nothing built yet and the node cannot be reached: 503, nothing recorded.
+        let offline = start(&db, &unreachable_node().await, config(&ca)).await;
+        let (status, _) = get_crl(&serve(offline.router()).await).await;
+        assert_eq!(status, 503, "{backend}");
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM ca_crl_state").await, 0);
+
+        let mut state = ChainState::consortium();
+        state.revoke("7a01", 1);
+        let (stub, node) = stub_node(state).await;
+        let svc = start(&db, &node, config(&ca)).await;
+        let base = serve(svc.router()).await;
+
+        // Still nothing built: the first request builds one, once, and records it.
+        let (status, first) = get_crl(&base).await;
+        assert_eq!(status, 200, "{backend}");
+        let (entries, _) = crl_entries(&first, &ca.0);
+        assert_eq!(entries, vec![("7a01".to_string(), Some(1))], "{backend}");
+        assert_eq!(stub.with(|s| s.revocation_reads), 1, "{backend}");
+        let built_ms: i64 = sqlx::query_scalar("SELECT built_ms FROM ca_crl_state")
+            .fetch_one(db.pool())
+            .await
+            .expect("recorded");
+
+        // Later requests serve that very CRL (ECDSA signs differently each time, so equal
+        // bytes mean nothing was signed again), without reading the node or writing the
+        // database, even when the beacon's list has changed meanwhile.
+        stub.with(|s| s.revoke("7a02", 1));
+        for _ in 0..25 {
+            assert_eq!(get_crl(&base).await, (200, first.clone()), "{backend}");
+        }
+        assert_eq!(stub.with(|s| s.revocation_reads), 1, "{backend}");
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM ca_revocations").await, 1);
+        let unchanged: i64 = sqlx::query_scalar("SELECT built_ms FROM ca_crl_state")
+            .fetch_one(db.pool())
+            .await
+            .expect("recorded");
+        assert_eq!(unchanged, built_ms, "{backend}");
+
+        // The manager rebuilds it because the list changed; requests serve the new one at
+        // once. A pass with nothing new builds nothing.
+        let pass = svc.reconcile_certificates(now_ms()).await.expect("pass");
+        assert!(pass.crl_built && !pass.crl_written, "{backend}: {pass:?}");
+        let (_, second) = get_crl(&base).await;
+        assert_ne!(second, first, "{backend}");
+        let (entries, number) = crl_entries(&second, &ca.0);
+        assert_eq!(entries.len(), 2, "{backend}");
+        assert_eq!(number, stub.with(|s| s.height).to_string());
+        let quiet = svc.reconcile_certificates(now_ms()).await.expect("pass");
+        assert!(!quiet.crl_built, "{backend}: {quiet:?}");
+        assert_eq!(get_crl(&base).await, (200, second.clone()), "{backend}");
+
+        // Another process on the same database serves the recorded CRL without its node.
+        let other = start(&db, &unreachable_node().await, config(&ca)).await;
+        assert_eq!(
+            get_crl(&serve(other.router()).await).await,
+            (200, second),
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_operators_pending_revocation_is_left_alone_and_signed_again_when_stranded_behind_a_nonce_gap()
+ {
+    let ca = ca_files(2034);
+    for (backend, db) in test_databases().await {
+        let (stub, node) = stub_node(ChainState::consortium()).await;
+        let svc = start(&db, &node, config(&ca)).await;
+        let base = serve(svc.router()).await;
+        let t0 = now_ms();
+        let first = svc.reconcile_certificates(t0).await.expect("pass");
+        let org_b_serial = first
+            .issued
+            .iter()
+            .find(|e| e.org == "org-b")
+            .expect("org-b certificate")
+            .serial
+            .clone();
+        let op_key = key_hex(&operator());
+        let next_nonce = |stub: &StubNode| stub.with(|s| s.accounts[&op_key].next_nonce);
+        let n = next_nonce(&stub);
+        let op = token(&db, Role::Operator, None).await;
+
+        // Another process's transaction holds the operator key's next nonce in the pool and
+        // does not execute. The operator revokes org-b's certificate: signed at n + 1, it
+        // waits behind n and the request times out; it stays pending.
+        stub.with(|s| s.held.insert((op_key.clone(), n)));
+        let (status, body) = revoke(&base, &op, &org_b_serial, "key_compromise").await;
+        assert_eq!(status, 504, "{backend}: {body}");
+        let stranded: String = sqlx::query_scalar(
+            "SELECT tx_hash FROM ca_revocation_submissions WHERE state = 'pending' AND nonce = $1",
+        )
+        .bind(i64::try_from(n + 1).unwrap())
+        .fetch_one(db.pool())
+        .await
+        .expect("pending at n + 1");
+        // Asking again signs nothing.
+        let submitted = stub.with(|s| s.received.len());
+        let (status, body) = revoke(&base, &op, &org_b_serial, "key_compromise").await;
+        assert_eq!(status, 409, "{backend}: {body}");
+        assert!(
+            body["type"]
+                .as_str()
+                .unwrap()
+                .ends_with("/revocation-in-flight")
+        );
+        assert_eq!(stub.with(|s| s.received.len()), submitted);
+
+        // org-b leaves. The manager leaves the operator's revocation of its certificate
+        // alone; trying the gap at n finds it held (no gap after all) and changes nothing.
+        stub.with(|s| s.set_member_status("org-b", false));
+        let held = svc.reconcile_certificates(t0 + 1000).await.expect("pass");
+        assert!(held.revocations_submitted.is_empty(), "{backend}: {held:?}");
+        assert!(held.revocations_confirmed.is_empty(), "{backend}: {held:?}");
+        let pending: Vec<String> = sqlx::query_scalar(
+            "SELECT tx_hash FROM ca_revocation_submissions WHERE state = 'pending'",
+        )
+        .fetch_all(db.pool())
+        .await
+        .expect("pending");
+        assert_eq!(pending, vec![stranded.clone()], "{backend}");
+        assert_eq!(next_nonce(&stub), n, "{backend}");
+
+        // The other process's transaction vanishes: nothing will ever use nonce n. The next
+        // pass signs the stranded revocation again at n (the operator's reason kept); it
+        // commits, and the stranded bytes, executed next, are refused as already revoked
+        // (consuming n + 1).
+        stub.with(|s| s.held.clear());
+        let filled = svc.reconcile_certificates(t0 + 2000).await.expect("pass");
+        assert_eq!(
+            filled.revocations_confirmed,
+            vec![org_b_serial.clone()],
+            "{backend}: {filled:?}"
+        );
+        assert!(filled.revocations_submitted.is_empty(), "{backend}");
+        assert!(filled.crl_built, "{backend}");
+        let on_beacon: Vec<u32> = stub.with(|s| {
+            s.revocations
+                .iter()
+                .filter(|r| r.serial == org_b_serial)
+                .map(|r| r.reason)
+                .collect()
+        });
+        assert_eq!(on_beacon, vec![1], "{backend}");
+        assert_eq!(next_nonce(&stub), n + 2, "{backend}");
+        assert_eq!(
+            stub.with(|s| s.txs[&stranded]["reason_code"].clone()),
+            "already-revoked"
+        );
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT state, nonce FROM ca_revocation_submissions WHERE serial_hex = $1 \
+             AND state <> 'dropped' ORDER BY nonce",
+        )
+        .bind(&org_b_serial)
+        .fetch_all(db.pool())
+        .await
+        .expect("rows");
+        let n = i64::try_from(n).unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                ("committed".to_string(), n),
+                ("replaced".to_string(), n + 1)
+            ],
+            "{backend}"
+        );
+
+        // Nonces go on from the node's: the next revocation is signed at n + 2 and commits.
+        let (status, body) = revoke(&base, &op, "c0ffee", "superseded").await;
+        assert_eq!(status, 201, "{backend}: {body}");
+        assert_eq!(
+            next_nonce(&stub),
+            u64::try_from(n).unwrap() + 3,
+            "{backend}"
+        );
     }
 }

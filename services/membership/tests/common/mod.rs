@@ -5,7 +5,10 @@
 //! The stand-in is a test double of a remote HTTP API, not of this crate: it keeps nonces,
 //! appends revocations (refusing a serial twice with `already-revoked`), records votes, and can
 //! be told to reject a transaction with a given beacon code or to lose one (a node restart
-//! that wiped its pool). The real beacon's rules are exercised by the devnet end-to-end tests.
+//! that wiped its pool). As the node and the beacon do, it executes an account's transactions
+//! in nonce order only (one ahead of the account's next nonce waits in the pool for the gap to
+//! fill), and a transaction refused past the nonce check still consumes its nonce. The real
+//! beacon's rules are exercised by the devnet end-to-end tests.
 
 #![allow(dead_code)] // each test file uses part of the harness
 
@@ -75,8 +78,17 @@ pub struct ChainState {
     /// admission as `nonce-used`, and committed (the nonce moves past it) before anything else
     /// of that account executes.
     pub taken: HashSet<(String, u64)>,
+    /// (account key, nonce) held by another process's transaction that sits in the pool and
+    /// does not execute: refused at admission as `nonce-used`; removing it (the transaction
+    /// vanished) leaves the nonce free, and a gap if later nonces were submitted.
+    pub held: HashSet<(String, u64)>,
+    /// Transactions admitted ahead of their account's next nonce, by (account key, nonce):
+    /// they execute once the nonces before them have.
+    pub pool: BTreeMap<(String, u64), Vec<u8>>,
     /// Every transaction body submitted, in order.
     pub received: Vec<Vec<u8>>,
+    /// How often `GET /v1/revocations` was read.
+    pub revocation_reads: u64,
 }
 
 impl ChainState {
@@ -216,13 +228,6 @@ fn problem(status: StatusCode, kind: &str, detail: &str) -> Response {
 fn execute(st: &mut ChainState, tx: &Transaction) -> Result<Option<u64>, (String, String)> {
     let reject = |code: &str| Err((code.to_string(), format!("rejected: {code}")));
     let sender = hex::encode(tx.sender().0);
-    // Another process's pending transactions of this account commit first.
-    while let Some(a) = st.accounts.get_mut(&sender) {
-        if !st.taken.remove(&(sender.clone(), a.next_nonce)) {
-            break;
-        }
-        a.next_nonce += 1;
-    }
     let account = st
         .accounts
         .get(&sender)
@@ -302,6 +307,15 @@ fn execute(st: &mut ChainState, tx: &Transaction) -> Result<Option<u64>, (String
     Ok(outcome)
 }
 
+/// Beacon codes of checks 1–3 (chain, signature, account, nonce): a transaction refused by
+/// one leaves its nonce unused; any other refusal consumes it.
+const BEFORE_THE_NONCE: [&str; 4] = [
+    "wrong-chain",
+    "bad-signature",
+    "unknown-account",
+    "bad-nonce",
+];
+
 async fn submit(State(stub): St, body: Bytes) -> Response {
     let tx = match Transaction::decode(&body, DEFAULT_MAX_TX_BYTES) {
         Ok(tx) => tx,
@@ -316,7 +330,12 @@ async fn submit(State(stub): St, body: Bytes) -> Response {
     let hash = tx.hash().to_hex();
     let mut st = stub.state.lock().expect("stub state");
     st.received.push(body.to_vec());
-    if st.txs.contains_key(&hash) {
+    let accepted = Json(serde_json::json!({"hash": hash, "status": "pending"}));
+    if let Some(known) = st.txs.get(&hash) {
+        if known["status"] == "pending" {
+            // In the pool already: a duplicate, accepted without effect.
+            return (StatusCode::ACCEPTED, accepted).into_response();
+        }
         // The node knows it as decided: admission sees its nonce as used.
         return problem(StatusCode::CONFLICT, "nonce-used", "nonce already used");
     }
@@ -324,33 +343,68 @@ async fn submit(State(stub): St, body: Bytes) -> Response {
     let Some(account) = st.accounts.get(&sender).cloned() else {
         return problem(StatusCode::FORBIDDEN, "unknown-account", "no such account");
     };
-    if tx.nonce() < account.next_nonce || st.taken.contains(&(sender.clone(), tx.nonce())) {
+    let slot = (sender.clone(), tx.nonce());
+    if tx.nonce() < account.next_nonce
+        || st.taken.contains(&slot)
+        || st.held.contains(&slot)
+        || st.pool.contains_key(&slot)
+    {
         return problem(StatusCode::CONFLICT, "nonce-used", "nonce already used");
     }
-    let accepted = Json(serde_json::json!({"hash": hash, "status": "pending"}));
     if st.lose_next {
         st.lose_next = false;
         return (StatusCode::ACCEPTED, accepted).into_response();
     }
-    st.height += 1;
-    let height = st.height;
-    let outcome = match st.reject.get(&hash).cloned() {
-        Some(forced) => Err(forced),
-        None => execute(&mut st, &tx),
-    };
-    let status = match outcome {
-        Ok(proposal_id) => {
-            if let Some(a) = st.accounts.get_mut(&sender) {
-                a.next_nonce += 1;
-            }
-            serde_json::json!({"hash": hash, "status": "committed", "height": height,
-                "proposal_id": proposal_id})
-        }
-        Err((code, reason)) => serde_json::json!({"hash": hash, "status": "rejected",
-            "height": height, "reason": reason, "reason_code": code}),
-    };
-    st.txs.insert(hash, status);
+    st.pool.insert(slot, body.to_vec());
+    st.txs.insert(
+        hash.clone(),
+        serde_json::json!({"hash": hash, "status": "pending"}),
+    );
+    run(&mut st, &sender);
     (StatusCode::ACCEPTED, accepted).into_response()
+}
+
+/// Executes `sender`'s pooled transactions while the next one's nonce is the account's next.
+fn run(st: &mut ChainState, sender: &str) {
+    loop {
+        // Another process's pending transactions of this account commit first.
+        while let Some(a) = st.accounts.get_mut(sender) {
+            if !st.taken.remove(&(sender.to_string(), a.next_nonce)) {
+                break;
+            }
+            a.next_nonce += 1;
+        }
+        let Some(next) = st.accounts.get(sender).map(|a| a.next_nonce) else {
+            return;
+        };
+        let Some(bytes) = st.pool.remove(&(sender.to_string(), next)) else {
+            return;
+        };
+        let tx = Transaction::decode(&bytes, DEFAULT_MAX_TX_BYTES).expect("admitted");
+        let hash = tx.hash().to_hex();
+        st.height += 1;
+        let height = st.height;
+        let outcome = match st.reject.get(&hash).cloned() {
+            Some(forced) => Err(forced),
+            None => execute(st, &tx),
+        };
+        let consumed = match &outcome {
+            Ok(_) => true,
+            Err((code, _)) => !BEFORE_THE_NONCE.contains(&code.as_str()),
+        };
+        if consumed && let Some(a) = st.accounts.get_mut(sender) {
+            a.next_nonce += 1;
+        }
+        let status = match outcome {
+            Ok(proposal_id) => {
+                serde_json::json!({"hash": hash, "status": "committed", "height": height,
+                    "proposal_id": proposal_id})
+            }
+            Err((code, reason)) => serde_json::json!({"hash": hash, "status": "rejected",
+                "height": height, "reason": reason, "reason_code": code}),
+        };
+        st.txs.insert(hash, status);
+    }
 }
 
 async fn tx_status(State(stub): St, Path(hash): Path<String>) -> Response {
@@ -381,8 +435,11 @@ async fn members(State(stub): St) -> Response {
 }
 
 async fn revocations(State(stub): St) -> Response {
-    stub.with(|st| Json(serde_json::json!({"height": st.height, "revocations": st.revocations})))
-        .into_response()
+    stub.with(|st| {
+        st.revocation_reads += 1;
+        Json(serde_json::json!({"height": st.height, "revocations": st.revocations}))
+    })
+    .into_response()
 }
 
 async fn proposals(State(stub): St, Query(q): Query<HashMap<String, String>>) -> Response {
