@@ -12,15 +12,17 @@
 //!   can, it is rejected;
 //! - `RevokeCertificate` — an operator (the consortium CA) revokes a certificate serial.
 //!
-//! Every transaction is checked in order (a failed check leaves state untouched and gives a
-//! receipt saying why):
+//! Every transaction is checked in order, and every refusal gives a receipt saying why:
 //! 1. the transaction is for this chain and its signature verifies;
 //! 2. the sender is a registered account;
 //! 3. its nonce is exactly the account's next nonce;
 //! 4. the action's own rules (role, membership, proposal state, ...), all checked before any
 //!    write.
 //!
-//! Applied transactions raise the sender's next nonce and write their records. Only keys,
+//! A transaction refused by checks 1–3 changes nothing. Past them, the sender's nonce is
+//! consumed whatever happens next, so signed bytes count once and cannot be replayed when the
+//! refusal no longer holds; a refused action writes nothing else. Applied transactions also
+//! write their records. Only keys,
 //! hashes, org ids and salted commitments are written: never personal data.
 
 use crate::state::{Overlay, StateKey, StateView, WriteSet};
@@ -83,7 +85,8 @@ impl BeaconGenesis {
             return Err(GenesisError::NoChainId);
         }
         let g = self.governance;
-        if g.approval_num == 0 || g.approval_num > g.approval_den || g.proposal_ttl_blocks == 0 {
+        let threshold = format!("{}/{}", g.approval_num, g.approval_den);
+        if parse_threshold(&threshold).is_none() || g.proposal_ttl_blocks == 0 {
             return Err(GenesisError::BadGovernance);
         }
         let mut seen = BTreeSet::new();
@@ -159,6 +162,8 @@ pub enum Rejection {
     KeyInUse,
     #[error("the org key has no identity attestation")]
     NoAttestation,
+    #[error("only the verifier that attested the org key may propose its admission")]
+    NotTheVerifier,
     #[error("proposal {0} about this org is still open")]
     ProposalOpen(u64),
     #[error("removing the last member would leave nobody to govern")]
@@ -194,6 +199,7 @@ impl Rejection {
             Rejection::UnknownMember(_) => "unknown-member",
             Rejection::KeyInUse => "key-in-use",
             Rejection::NoAttestation => "no-attestation",
+            Rejection::NotTheVerifier => "not-the-verifier",
             Rejection::ProposalOpen(_) => "proposal-open",
             Rejection::LastMember => "last-member",
             Rejection::BadParameter { .. } => "bad-parameter",
@@ -372,6 +378,33 @@ fn apply<V: StateView>(
     }
     let next_nonce = account.next_nonce.checked_add(1).ok_or(bad_nonce)?;
     let mut writes = Writes::new();
+    let outcome = act(state, height, tx, &account, &mut writes);
+    if outcome.is_ok() {
+        for (k, v) in writes {
+            match v {
+                Some(v) => state.put(k, v),
+                None => state.delete(k),
+            }
+        }
+    }
+    // The nonce is consumed whatever the action's fate, so signed bytes count once: a refused
+    // action cannot be replayed later, when what refused it (an open proposal, a missing one)
+    // no longer holds. The sender's record is re-read after the action's writes: a vote that
+    // removes the sender's own org has just cleared its role.
+    let mut account: pb::Account = read(state, &account_key)?.unwrap_or(account);
+    account.next_nonce = next_nonce;
+    state.put(account_key, account.encode_to_vec());
+    outcome
+}
+
+/// The action's own rules; writes go to `writes` and are applied only when it succeeds.
+fn act<V: StateView>(
+    state: &Overlay<'_, V>,
+    height: u64,
+    tx: &Transaction,
+    account: &pb::Account,
+    writes: &mut Writes,
+) -> Result<Applied, Rejection> {
     let role = account.role();
     let applied = match tx.action() {
         Action::Anchor { digest, tag } => {
@@ -387,7 +420,7 @@ fn apply<V: StateView>(
                 tag: tag.as_str().to_string(),
                 tx_hash: tx.hash().0.to_vec(),
             };
-            put(&mut writes, anchor_key, &record);
+            put(writes, anchor_key, &record);
             Applied::default()
         }
         Action::AttestIdentity {
@@ -403,14 +436,14 @@ fn apply<V: StateView>(
                 height,
                 tx_hash: tx.hash().0.to_vec(),
             };
-            put(&mut writes, StateKey::attestation(subject), &record);
+            put(writes, StateKey::attestation(subject), &record);
             Applied::default()
         }
         Action::Propose(kind) => {
             if role != Role::Operator {
-                require_active_member(state, &account, "open proposals")?;
+                require_active_member(state, account, "open proposals")?;
             }
-            let id = propose(state, height, tx, kind, &mut writes)?;
+            let id = propose(state, height, tx, kind, writes)?;
             Applied {
                 proposal_id: Some(id),
             }
@@ -419,15 +452,8 @@ fn apply<V: StateView>(
             proposal_id,
             approve,
         } => {
-            require_active_member(state, &account, "vote")?;
-            vote(
-                state,
-                height,
-                &account.org,
-                *proposal_id,
-                *approve,
-                &mut writes,
-            )?;
+            require_active_member(state, account, "vote")?;
+            vote(state, height, &account.org, *proposal_id, *approve, writes)?;
             Applied {
                 proposal_id: Some(*proposal_id),
             }
@@ -452,21 +478,10 @@ fn apply<V: StateView>(
                     revoker: tx.sender().0.to_vec(),
                 },
             );
-            put(&mut writes, StateKey::revocations(), &list);
+            put(writes, StateKey::revocations(), &list);
             Applied::default()
         }
     };
-    // The sender's record is re-read after the action's writes: a vote that removes the
-    // sender's own org has just cleared its role, and the nonce raise must keep that.
-    for (k, v) in writes {
-        match v {
-            Some(v) => state.put(k, v),
-            None => state.delete(k),
-        }
-    }
-    let mut account: pb::Account = read(state, &account_key)?.unwrap_or(account.clone());
-    account.next_nonce = next_nonce;
-    state.put(account_key, account.encode_to_vec());
     Ok(applied)
 }
 
@@ -564,8 +579,12 @@ fn propose<V: StateView>(
             if state.get(&StateKey::account(org_key)).is_some() {
                 return Err(Rejection::KeyInUse);
             }
-            if state.get(&StateKey::attestation(org_key)).is_none() {
-                return Err(Rejection::NoAttestation);
+            let attestation: pb::Attestation =
+                read(state, &StateKey::attestation(org_key))?.ok_or(Rejection::NoAttestation)?;
+            // The verifier that checked the identity names the org it belongs to: nobody else
+            // may pair that attested key with an org id (front-running or mislabelling it).
+            if attestation.verifier != tx.sender().0 {
+                return Err(Rejection::NotTheVerifier);
             }
             Some(org.as_str())
         }
@@ -656,10 +675,22 @@ fn vote<V: StateView>(
     } else {
         p.no.push(voter_org.to_string());
     }
+    // Membership may have changed since the proposal opened: only orgs that are members now
+    // count, both in the electorate and among the votes.
+    let mut active = BTreeSet::new();
+    let index: pb::MemberIndex = read(state, &StateKey::member_index())?.unwrap_or_default();
+    for org in &index.orgs {
+        if let Some(m) = read::<pb::Member, V>(state, &StateKey::member(org))?
+            && m.status() == MemberStatus::Active
+        {
+            active.insert(org.clone());
+        }
+    }
+    p.electorate = active.len() as u64;
     let (num, den) = (u128::from(p.approval_num), u128::from(p.approval_den));
     let electorate = u128::from(p.electorate);
-    let yes = p.yes.len() as u128;
-    let no = p.no.len() as u128;
+    let yes = p.yes.iter().filter(|o| active.contains(*o)).count() as u128;
+    let no = p.no.iter().filter(|o| active.contains(*o)).count() as u128;
     if yes * den >= num * electorate {
         p.status = ProposalStatus::Passed as i32;
         p.decided_height = height;
@@ -732,7 +763,8 @@ fn enact<V: StateView>(
             let Some(mut member) = read::<pb::Member, V>(state, &StateKey::member(&r.org))? else {
                 return Ok(false);
             };
-            if member.status() != MemberStatus::Active {
+            // Removals decided in parallel must not empty the consortium.
+            if member.status() != MemberStatus::Active || active_members(state)? <= 1 {
                 return Ok(false);
             }
             member.status = MemberStatus::Removed as i32;

@@ -82,7 +82,7 @@ fn a_member_anchors_a_digest() {
 }
 
 #[test]
-fn every_rejection_has_a_receipt_and_writes_nothing() {
+fn every_rejection_has_a_receipt_and_writes_nothing_but_a_consumed_nonce() {
     let s = state();
     let mut tampered = anchor(2, 0, 0x02).encoded().to_vec();
     let n = tampered.len();
@@ -130,13 +130,20 @@ fn every_rejection_has_a_receipt_and_writes_nothing() {
             Ok(Applied::default()),
         ]
     );
-    // Only the two applied anchors and account 1's nonce were written.
-    assert_eq!(out.writes.len(), 3);
+    // The two applied anchors, and the nonces of accounts 1, 3 (refused: digest taken) and 4
+    // (refused: a regulator): past the signature and nonce checks a nonce is consumed, so the
+    // refused bytes can never be replayed. Nothing else was written.
+    assert_eq!(out.writes.len(), 5);
     let mut after = s.clone();
     after.apply(&out.writes);
+    assert!(read_anchor(&after, &Digest([0x0c; 32])).is_none());
     assert_eq!(
         read_account(&after, &signer(3).public_key()).map(|a| a.next_nonce),
-        Some(0)
+        Some(1)
+    );
+    assert_eq!(
+        read_account(&after, &signer(4).public_key()).map(|a| a.next_nonce),
+        Some(1)
     );
     assert_eq!(
         read_account(&after, &signer(1).public_key()).map(|a| a.next_nonce),

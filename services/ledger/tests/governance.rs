@@ -74,7 +74,16 @@ impl Chain {
         self.state.apply(&out.writes);
         let outcome = out.receipts[0].outcome.clone();
         if outcome.is_err() {
-            assert_eq!(self.state, before, "a rejected transaction changed state");
+            // A refused action only consumes the sender's nonce (when it got that far).
+            let mut expected = before.clone();
+            if let Some(mut acct) = read_account(&before, &key(i)) {
+                acct.next_nonce += 1;
+                expected.0.insert(
+                    trellis_ledger::state::StateKey::account(&key(i)),
+                    prost::Message::encode_to_vec(&acct),
+                );
+            }
+            assert_eq!(self.state, expected, "a rejected transaction changed state");
         }
         outcome
     }
@@ -195,9 +204,14 @@ fn an_attested_org_is_admitted_by_two_of_three_members_and_can_then_anchor() {
 fn only_current_members_vote_and_roles_are_enforced() {
     let mut c = Chain::new(100);
     c.attest(NEWCOMER).expect("attest");
+    // Only the verifier that attested the key may pair it with an org id.
+    assert_eq!(
+        c.propose(1, admit("org-4", NEWCOMER)),
+        Err(Rejection::NotTheVerifier)
+    );
     let id = c
-        .propose(1, admit("org-4", NEWCOMER))
-        .expect("a member may propose");
+        .propose(OPERATOR, admit("org-4", NEWCOMER))
+        .expect("the verifier proposes");
     let not_allowed = |role| Rejection::RoleMayNot {
         action: "vote",
         role,
@@ -403,4 +417,36 @@ fn governance_is_deterministic() {
         c.state
     };
     assert_eq!(play(), play());
+}
+
+#[test]
+fn removals_decided_in_parallel_never_empty_the_consortium() {
+    let mut c = Chain::new(100);
+    let remove = |o: &str| ProposalKind::RemoveMember { org: org(o) };
+    let ra = c.propose(OPERATOR, remove("org-1")).expect("open");
+    let rb = c.propose(OPERATOR, remove("org-2")).expect("open");
+    let rc = c.propose(OPERATOR, remove("org-3")).expect("open");
+    // org-1 votes to remove org-3 early; that vote stops counting once org-1 is gone.
+    c.vote(1, rc, true).expect("yes");
+    c.vote(2, ra, true).expect("yes");
+    c.vote(3, ra, true).expect("yes");
+    assert_eq!(c.standing(ra), "passed");
+    c.vote(2, rb, true).expect("yes");
+    assert_eq!(
+        c.standing(rb),
+        "open",
+        "1 of the 2 members left is below 2/3"
+    );
+    c.vote(3, rb, true).expect("yes");
+    assert_eq!(c.standing(rb), "passed", "org-3 remains");
+    // org-1's early yes no longer counts; org-3's own yes would pass the removal of the last
+    // member, which takes no effect.
+    c.vote(3, rc, true).expect("yes");
+    let p = read_proposal(&c.state, rc).expect("p");
+    assert_eq!(p.electorate, 1);
+    assert_eq!(c.standing(rc), "rejected");
+    assert_eq!(
+        read_member(&c.state, "org-3").expect("m").status(),
+        MemberStatus::Active
+    );
 }

@@ -197,3 +197,45 @@ pub async fn governance_vote(api: &str, key: &Path, proposal: u64, approve: bool
         .await?;
     json_or_error(resp, "vote").await
 }
+
+/// `trellis member pending`: the applications waiting for review (operator key).
+pub async fn member_pending(api: &str, key: &Path) -> Result<Value> {
+    let signer = load_signer(key)?;
+    let http = reqwest::Client::new();
+    let token = login(&http, api, &signer).await?;
+    let resp = http
+        .get(url(api, "/v1/onboarding/applications"))
+        .query(&[("status", "pending")])
+        .bearer_auth(token)
+        .send()
+        .await?;
+    json_or_error(resp, "applications").await
+}
+
+/// `trellis member decide`: an operator approves or rejects an application after review.
+pub async fn member_decide(
+    api: &str,
+    key: &Path,
+    id: &str,
+    approve: bool,
+    reason: Option<&str>,
+) -> Result<Value> {
+    let signer = load_signer(key)?;
+    let http = reqwest::Client::new();
+    let token = login(&http, api, &signer).await?;
+    let body = match (approve, reason) {
+        (true, _) => json!({ "approve": true }),
+        (false, Some(r)) => json!({ "approve": false, "reason": r }),
+        (false, None) => bail!("--reject needs --reason"),
+    };
+    let resp = http
+        .post(url(
+            api,
+            &format!("/v1/onboarding/applications/{id}/decision"),
+        ))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await?;
+    json_or_error(resp, "decision").await
+}

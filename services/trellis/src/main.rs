@@ -104,6 +104,27 @@ enum MemberCommand {
         #[arg(long)]
         idempotency_key: Option<String>,
     },
+    /// List the applications waiting for review (operator key).
+    Pending {
+        #[arg(long)]
+        api: String,
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Approve or reject an application after the real-name review (operator key).
+    Decide {
+        #[arg(long)]
+        api: String,
+        #[arg(long)]
+        key: PathBuf,
+        id: String,
+        #[arg(long, conflicts_with = "reject", required_unless_present = "reject")]
+        approve: bool,
+        #[arg(long, requires = "reason")]
+        reject: bool,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Show an application's status.
     Status {
         #[arg(long)]
@@ -315,6 +336,29 @@ async fn run(cli: Cli) -> Result<i32> {
                 },
         } => {
             let v = governance_cli::member_apply(&api, &file, idempotency_key.as_deref()).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(0)
+        }
+        Command::Member {
+            member: MemberCommand::Pending { api, key },
+        } => {
+            let v = governance_cli::member_pending(&api, &key).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(0)
+        }
+        Command::Member {
+            member:
+                MemberCommand::Decide {
+                    api,
+                    key,
+                    id,
+                    approve,
+                    reject: _,
+                    reason,
+                },
+        } => {
+            let v =
+                governance_cli::member_decide(&api, &key, &id, approve, reason.as_deref()).await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(0)
         }

@@ -180,6 +180,11 @@ impl RunningServices {
         .map_err(|e| anyhow!("token keys: {e}"))?;
         let operator = KeyFile::load(&config.operator_key)?.signer()?;
         let ca_operator = KeyFile::load(&config.ca_operator_key)?.signer()?;
+        // Each service allocates its own key's nonces; sharing one account would make them
+        // collide.
+        if operator.public_key() == ca_operator.public_key() {
+            bail!("operator_key and ca_operator_key must be different accounts");
+        }
         let day_ms = 24 * 3600 * 1000i64;
         let mut app = Router::new();
         let mut doc = utoipa::openapi::OpenApiBuilder::new()
@@ -343,6 +348,13 @@ pub fn init_devnet_files(dir: &Path, chain_id: &str, node_url: &str) -> Result<P
     let config_path = sdir.join("config.json");
     if config_path.exists() {
         return Ok(config_path);
+    }
+    if !dir.join("accounts/ca-operator.json").exists() {
+        bail!(
+            "{} was made by an older trellis without a CA operator account; \
+             initialise a new devnet directory",
+            dir.display()
+        );
     }
     for (file, kid) in [("keys/pii.json", "pii-1"), ("keys/tokens.json", "tokens-1")] {
         let ring = Keyring::generate(kid).map_err(|e| anyhow!("{e}"))?;

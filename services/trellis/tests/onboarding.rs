@@ -293,17 +293,20 @@ async fn onboarding_flow(backend: Backend) {
         .await;
     assert_eq!(status, 403);
 
-    // The operator approves: attestation and admission proposal reach the beacon.
+    // The operator reviews (sees the application in the pending list) and approves through the
+    // CLI's code path: attestation and admission proposal reach the beacon.
     let operator = w.token("operator").await;
-    let (status, body) = w
-        .call(
-            reqwest::Method::POST,
-            format!("{}/v1/onboarding/applications/{id}/decision", w.api()),
-            Some(&operator),
-            Some(json!({ "approve": true })),
-        )
-        .await;
-    assert!(status == 200 || status == 202, "decision: {status} {body}");
+    let pending = governance_cli::member_pending(&w.api(), &w.key_file("operator"))
+        .await
+        .expect("pending list");
+    assert!(pending.to_string().contains(&id), "{pending}");
+    let decided = governance_cli::member_decide(&w.api(), &w.key_file("operator"), &id, true, None)
+        .await
+        .expect("approval");
+    assert!(
+        ["approved", "attested", "proposed"].contains(&decided["status"].as_str().unwrap_or("")),
+        "{decided}"
+    );
     let app = wait_for("the admission proposal", || {
         let w = &w;
         let id = id.clone();
@@ -358,27 +361,17 @@ async fn onboarding_flow(backend: Backend) {
         .await
         .expect("member-1 votes");
     assert_eq!(first["status"], "open");
-    let nonce_before = w
-        .get_node(&format!(
-            "/v1/accounts/{}",
-            hex::encode(w.account("member-1").public_key().0)
-        ))
-        .await["next_nonce"]
-        .clone();
     let double =
         governance_cli::governance_vote(&w.api(), &w.key_file("member-1"), proposal, true).await;
     let err = format!("{:#}", double.expect_err("a double vote was accepted"));
     assert!(err.contains("409"), "double vote: {err}");
-    let nonce_after = w
-        .get_node(&format!(
-            "/v1/accounts/{}",
-            hex::encode(w.account("member-1").public_key().0)
-        ))
-        .await["next_nonce"]
-        .clone();
+    let p = w
+        .get_node(&format!("/v1/governance/proposals/{proposal}"))
+        .await;
     assert_eq!(
-        nonce_before, nonce_after,
-        "a refused vote changed the voter's account"
+        p["yes"],
+        json!(["org-1"]),
+        "a refused vote changed the tally"
     );
     let second = governance_cli::governance_vote(&w.api(), &w.key_file("member-2"), proposal, true)
         .await

@@ -55,7 +55,7 @@ pub struct ChainParams {
     /// members active when it was opened (default 2/3).
     pub approval_num: u32,
     pub approval_den: u32,
-    /// Blocks during which a proposal accepts votes.
+    /// A proposal opened at height `h` accepts votes in blocks `h ..= h + proposal_ttl_blocks`.
     pub proposal_ttl_blocks: u64,
 }
 
@@ -152,10 +152,21 @@ impl Genesis {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(field(format!("params.{name}"), "must be positive"));
         }
-        if p.approval_num == 0 || p.approval_num > p.approval_den {
+        // The rule governance applies to `approval_threshold` proposals: more than half (two
+        // disjoint halves could otherwise pass contradicting proposals), denominator ≤ 1000.
+        if p.approval_den > 1000
+            || p.approval_num > p.approval_den
+            || 2 * u64::from(p.approval_num) <= u64::from(p.approval_den)
+        {
             return Err(field(
                 "params.approval_num",
-                "must be between 1 and params.approval_den",
+                "approval_num/approval_den must be more than 1/2 and at most 1, with approval_den ≤ 1000",
+            ));
+        }
+        if p.proposal_ttl_blocks > 100_000_000 {
+            return Err(field(
+                "params.proposal_ttl_blocks",
+                "must be at most 100000000",
             ));
         }
         if p.max_tx_bytes > p.max_block_bytes {
