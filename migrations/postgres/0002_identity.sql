@@ -32,11 +32,12 @@ CREATE TABLE identity_applications (
     chain_error       TEXT NULL
 );
 
--- One live application (any status but rejected) per credit code and per org key.
+-- One live application per credit code and per org key: a rejected one, or one whose chain
+-- step failed for good (chain_failed), no longer blocks a new application.
 CREATE UNIQUE INDEX identity_applications_live_credit_code
-    ON identity_applications (credit_code) WHERE status <> 'rejected';
+    ON identity_applications (credit_code) WHERE status NOT IN ('rejected', 'chain_failed');
 CREATE UNIQUE INDEX identity_applications_live_org_key
-    ON identity_applications (org_public_key) WHERE status <> 'rejected';
+    ON identity_applications (org_public_key) WHERE status NOT IN ('rejected', 'chain_failed');
 CREATE INDEX identity_applications_by_status ON identity_applications (status, created_ms);
 
 CREATE TABLE identity_documents (
@@ -99,7 +100,9 @@ CREATE TABLE identity_auth_challenges (
 );
 CREATE INDEX identity_auth_challenges_expiry ON identity_auth_challenges (expires_ms);
 
--- API keys: only the SHA-256 (hex) of the key is stored.
+-- API keys: only the SHA-256 (hex) of the key is stored. A key logs in until `expires_ms`
+-- (set at creation, at most a year ahead) unless revoked; an enterprise key only while its org
+-- is an active member on the beacon.
 CREATE TABLE identity_api_keys (
     id         TEXT NOT NULL PRIMARY KEY,
     key_sha256 TEXT NOT NULL UNIQUE,
@@ -108,5 +111,8 @@ CREATE TABLE identity_api_keys (
     label      TEXT NOT NULL,
     created_by TEXT NOT NULL,
     created_ms BIGINT NOT NULL,
-    revoked_ms BIGINT NULL
+    expires_ms BIGINT NOT NULL,
+    revoked_ms BIGINT NULL,
+    revoked_by TEXT NULL
 );
+CREATE INDEX identity_api_keys_by_org ON identity_api_keys (org, created_ms);

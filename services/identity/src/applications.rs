@@ -21,7 +21,7 @@ use sqlx::Row;
 use std::time::Duration;
 use trellis_servicekit::db::now_ms;
 use trellis_servicekit::problem::parse_json;
-use trellis_servicekit::{ApiResult, Caller, IdemError, Idempotency, Problem, Role};
+use trellis_servicekit::{ApiResult, Caller, Db, Idempotency, Problem, Role};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::AppState;
@@ -32,6 +32,13 @@ use crate::util::{self, APPLICATION_TOKEN_HEADER};
 
 /// Idempotency scope of application submissions.
 const SUBMIT_SCOPE: &str = "identity/onboarding/applications";
+/// Every idempotency scope of this service: the ones [`spawn_answer_purge`] purges.
+const SCOPES: &[&str] = &[SUBMIT_SCOPE];
+/// How long a stored answer is kept: the clients' retry window. The answer holds the
+/// applicant's token (sealed), so it is not kept for longer than a retry needs.
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How often stored answers older than [`IDEMPOTENCY_TTL`] are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
 /// Most documents one application may hold.
 pub const MAX_DOCUMENTS: i64 = 20;
 /// Longest document file name, in characters.
@@ -493,73 +500,60 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     }
 }
 
-/// The conflict, if a live application (any status but `rejected`) holds the credit code or
-/// the org key: a 409 and when that application was received.
-async fn find_duplicate(st: &AppState, a: &Applicant) -> Result<Option<(Problem, i64)>, Problem> {
+/// The conflict, if a live application (not `rejected` or `chain_failed`) holds the credit
+/// code or the org key: a 409.
+async fn find_duplicate(st: &AppState, a: &Applicant) -> Result<Option<Problem>, Problem> {
     let db = st.inner.db.pool();
     let by_code = sqlx::query(
-        "SELECT created_ms FROM identity_applications \
-         WHERE credit_code = $1 AND status <> 'rejected'",
+        "SELECT 1 FROM identity_applications \
+         WHERE credit_code = $1 AND status NOT IN ('rejected', 'chain_failed')",
     )
     .bind(a.credit_code.as_str())
     .fetch_optional(db)
     .await?;
-    if let Some(row) = by_code {
+    if by_code.is_some() {
         let p = Problem::conflict(
             "duplicate-application",
             "an application for this unified social credit code is already under way",
         )
         .with_field("unified_social_credit_code");
-        return Ok(Some((p, row.try_get(0)?)));
+        return Ok(Some(p));
     }
     let by_key = sqlx::query(
-        "SELECT created_ms FROM identity_applications \
-         WHERE org_public_key = $1 AND status <> 'rejected'",
+        "SELECT 1 FROM identity_applications \
+         WHERE org_public_key = $1 AND status NOT IN ('rejected', 'chain_failed')",
     )
     .bind(a.org_key.to_hex())
     .fetch_optional(db)
     .await?;
-    if let Some(row) = by_key {
+    if by_key.is_some() {
         let p = Problem::conflict(
             "org-key-in-use",
             "this org key belongs to another application under way",
         )
         .with_field("org_public_key");
-        return Ok(Some((p, row.try_get(0)?)));
+        return Ok(Some(p));
     }
     Ok(None)
 }
 
-/// After a conflict: when the request carries an `Idempotency-Key` and the conflicting
-/// application has just been received, it may be this very request's, sent twice at once. Its
-/// answer is stored just after the application: wait a moment for it and replay it. Otherwise
-/// the conflict stands.
+/// After a conflict: when the request carries an `Idempotency-Key`, the conflicting
+/// application may be this very request's, sent twice at once (or sent again after it was
+/// rejected). Its answer was stored in the same transaction as the application, so it is
+/// there now if it is ever going to be: replay it. Otherwise the conflict stands.
 async fn replay_or(
     st: &AppState,
     key: Option<&str>,
     request_hash: &str,
-    (conflict, created_ms): (Problem, i64),
+    conflict: Problem,
 ) -> ApiResult<Response> {
     let Some(key) = key else {
         return Err(conflict);
     };
-    // Only a conflict with an application received a moment ago can be a concurrent twin.
-    let waits = if now_ms() - created_ms < 10_000 {
-        20
-    } else {
-        0
-    };
-    for attempt in 0..=waits {
-        if let Some((status, stored)) =
-            Idempotency::lookup(&st.inner.db, SUBMIT_SCOPE, key, request_hash).await?
-        {
-            return replay(st, key, status, &stored);
-        }
-        if attempt < waits {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    match Idempotency::lookup(&st.inner.db, SUBMIT_SCOPE, key, request_hash).await? {
+        Some((status, stored)) => replay(st, key, status, &stored),
+        None => Err(conflict),
     }
-    Err(conflict)
 }
 
 /// Apply to join the consortium. No account needed; the answer's `token` opens the
@@ -613,61 +607,92 @@ async fn submit_application(
         phone: applicant.phone.as_str().to_string(),
     };
     let sealed_pii = pii.seal(&st.inner.config.pii, &id)?;
-    let now = now_ms();
-    let inserted = sqlx::query(
-        "INSERT INTO identity_applications (id, status, legal_name, credit_code, \
-         org_public_key, sealed_pii, token_sha256, created_ms, updated_ms) \
-         VALUES ($1, 'pending', $2, $3, $4, $5, $6, $7, $7)",
-    )
-    .bind(&id)
-    .bind(applicant.legal_name.as_str())
-    .bind(applicant.credit_code.as_str())
-    .bind(applicant.org_key.to_hex())
-    .bind(sealed_pii)
-    .bind(util::sha256_hex(token.as_bytes()))
-    .bind(now)
-    .execute(st.inner.db.pool())
-    .await;
-    if let Err(e) = inserted {
-        if !util::is_unique_violation(&e) {
-            return Err(Problem::internal(e));
-        }
-        // A concurrent request won.
-        let conflict = match find_duplicate(&st, &applicant).await? {
-            Some(c) => c,
-            None => (
-                Problem::conflict(
-                    "duplicate-application",
-                    "an application for this enterprise is already under way",
-                )
-                .with_field("unified_social_credit_code"),
-                now,
-            ),
-        };
-        return replay_or(&st, key.as_deref(), &request_hash, conflict).await;
-    }
-    tracing::info!(application = %id, "onboarding application received");
-
     let answer = SubmittedApplication {
         id,
         status: Status::Pending,
         token,
     };
     let body = serde_json::to_string(&answer).map_err(Problem::internal)?;
-    if let Some(key) = &key {
-        let sealed = seal_answer(&st, key, &body)?;
-        match Idempotency::store(&st.inner.db, SUBMIT_SCOPE, key, &request_hash, 201, &sealed).await
-        {
-            Ok(_) => {}
-            // Another body claimed the key at the same moment; this application exists, so
-            // its answer stands.
-            Err(IdemError::Mismatch) => {
-                tracing::warn!(application = %answer.id, "idempotency key raced with another request");
-            }
-            Err(e) => return Err(e.into()),
+    let sealed_answer = key
+        .as_deref()
+        .map(|key| seal_answer(&st, key, &body))
+        .transpose()?;
+
+    // The application and the stored answer (which alone still holds the token) commit
+    // together or not at all: a crash in between can neither lose the token nor leave an
+    // application that blocks the retry.
+    let now = now_ms();
+    let mut tx = st.inner.db.begin_write().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO identity_applications (id, status, legal_name, credit_code, \
+         org_public_key, sealed_pii, token_sha256, created_ms, updated_ms) \
+         VALUES ($1, 'pending', $2, $3, $4, $5, $6, $7, $7)",
+    )
+    .bind(&answer.id)
+    .bind(applicant.legal_name.as_str())
+    .bind(applicant.credit_code.as_str())
+    .bind(applicant.org_key.to_hex())
+    .bind(sealed_pii)
+    .bind(util::sha256_hex(answer.token.as_bytes()))
+    .bind(now)
+    .execute(&mut *tx)
+    .await;
+    if let Err(e) = inserted {
+        drop(tx);
+        if !util::is_unique_violation(&e) {
+            return Err(Problem::internal(e));
+        }
+        // A concurrent request won.
+        let conflict = find_duplicate(&st, &applicant).await?.unwrap_or_else(|| {
+            Problem::conflict(
+                "duplicate-application",
+                "an application for this enterprise is already under way",
+            )
+            .with_field("unified_social_credit_code")
+        });
+        return replay_or(&st, key.as_deref(), &request_hash, conflict).await;
+    }
+    if let (Some(key), Some(sealed)) = (&key, &sealed_answer) {
+        let standing =
+            Idempotency::store_in(&mut tx, SUBMIT_SCOPE, key, &request_hash, 201, sealed).await?;
+        // Sealing is randomised, so only our own stored answer equals `sealed`.
+        if standing.1 != *sealed {
+            // Another request stored an answer under this key first (the same request: its
+            // answer stands, and this application is not made).
+            drop(tx);
+            return replay(&st, key, standing.0, &standing.1);
         }
     }
+    tx.commit().await?;
+    tracing::info!(application = %answer.id, "onboarding application received");
     Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// Deletes this service's stored idempotent answers older than [`IDEMPOTENCY_TTL`] (other
+/// services' scopes are left alone); returns how many.
+pub(crate) async fn purge_answers(db: &Db) -> Result<u64, trellis_servicekit::IdemError> {
+    let before = now_ms() - IDEMPOTENCY_TTL.as_millis() as i64;
+    let mut purged = 0;
+    for scope in SCOPES {
+        purged += Idempotency::purge_scope_before(db, scope, before).await?;
+    }
+    Ok(purged)
+}
+
+/// Runs [`purge_answers`] now and then every [`PURGE_EVERY`], until the runtime shuts down.
+pub(crate) fn spawn_answer_purge(db: Db) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PURGE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match purge_answers(&db).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "expired idempotent answers purged"),
+                Err(e) => tracing::warn!(error = %e, "cannot purge expired idempotent answers"),
+            }
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,23 +8,28 @@
 //!   refused.
 //! * By API key: operators make keys for any role; an enterprise admin makes
 //!   `enterprise_member` keys for its own org. A key is shown once; only its SHA-256 is stored.
+//!   Keys expire (90 days by default, at most a year) and can be revoked (`DELETE
+//!   /v1/auth/api-keys/{id}`); `GET /v1/auth/api-keys` lists them (metadata only). A key of an
+//!   enterprise role logs in only while its org is an active member on the beacon.
 //!
 //! `POST /v1/auth/keys/rotate` (operators) starts signing with a new key; `GET
 //! /.well-known/jwks.json` publishes the keys that verify.
 
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
+use sqlx::any::AnyRow;
 use std::str::FromStr;
 use trellis_consensus::crypto;
 use trellis_servicekit::db::now_ms;
 use trellis_servicekit::{ApiResult, Caller, JsonBody, Problem, Role};
 use trellis_types::{OrgId, Signature};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::AppState;
 use crate::chain;
@@ -41,13 +46,21 @@ const API_KEY_PREFIX: &str = "trk_";
 const MAX_LABEL_CHARS: usize = 100;
 /// Longest value accepted as an API key.
 const MAX_API_KEY_CHARS: usize = 200;
+/// Lifetime of an API key when the request names none, in days.
+pub const DEFAULT_API_KEY_DAYS: u32 = 90;
+/// Longest lifetime of an API key, in days.
+pub const MAX_API_KEY_DAYS: u32 = 365;
+/// Most API keys one list answer holds.
+const MAX_KEY_LIST: u32 = 500;
+const DAY_MS: i64 = 86_400_000;
 
 /// The routes of this module.
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/auth/challenge", post(challenge))
         .route("/v1/auth/token", post(token))
-        .route("/v1/auth/api-keys", post(create_api_key))
+        .route("/v1/auth/api-keys", post(create_api_key).get(list_api_keys))
+        .route("/v1/auth/api-keys/{id}", delete(revoke_api_key))
         .route("/v1/auth/keys/rotate", post(rotate))
         .route("/.well-known/jwks.json", get(jwks))
 }
@@ -117,6 +130,10 @@ pub struct ApiKeyRequest {
     /// What the key is for, 1 to 100 characters.
     #[schema(max_length = 100)]
     pub label: String,
+    /// Days until the key expires, 1 to 365 (default 90).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 365, default = 90)]
+    pub expires_in_days: Option<u32>,
 }
 
 /// A new API key. `api_key` is shown only here.
@@ -132,6 +149,54 @@ pub struct ApiKeyCreated {
     pub org: Option<String>,
     /// Its label.
     pub label: String,
+    /// When it expires, unix milliseconds.
+    pub expires_ms: i64,
+}
+
+/// An API key's metadata (never the key itself).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ApiKeyInfo {
+    /// The key's id.
+    pub id: String,
+    /// The role it grants.
+    pub role: Role,
+    /// The organisation it acts for.
+    pub org: Option<String>,
+    /// Its label.
+    pub label: String,
+    /// Who made it (the token subject).
+    pub created_by: String,
+    /// Made at, unix milliseconds.
+    pub created_ms: i64,
+    /// Expires at, unix milliseconds.
+    pub expires_ms: i64,
+    /// Revoked at, unix milliseconds.
+    pub revoked_ms: Option<i64>,
+    /// Who revoked it.
+    pub revoked_by: Option<String>,
+    /// Whether it can log in now: neither expired nor revoked (an enterprise key also needs
+    /// its org to be an active member).
+    pub active: bool,
+}
+
+/// API keys, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ApiKeyList {
+    /// The keys' metadata.
+    pub api_keys: Vec<ApiKeyInfo>,
+}
+
+/// `GET /v1/auth/api-keys` filters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ApiKeyQuery {
+    /// Only keys of this organisation. An enterprise admin sees its own organisation's keys
+    /// only (naming another is a 403).
+    pub org: Option<String>,
+    /// At most this many (1 to 500, default 100), newest first.
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
 }
 
 /// The key that signs from now on.
@@ -184,8 +249,8 @@ fn required<'a>(v: &'a Option<String>, field: &str) -> Result<&'a str, Problem> 
     responses(
         (status = 200, body = TokenResponse),
         (status = 400, body = Problem),
-        (status = 401, body = Problem, description = "Unknown key, bad signature, unknown, used or expired challenge"),
-        (status = 403, body = Problem, description = "The account holds no role (a removed member)"),
+        (status = 401, body = Problem, description = "Unknown, expired or revoked API key; bad signature; unknown, used or expired challenge"),
+        (status = 403, body = Problem, description = "The account holds no role (a removed member), or an enterprise API key's org is not an active member"),
         (status = 503, body = Problem, description = "The node cannot be reached")))]
 async fn token(
     State(st): State<AppState>,
@@ -225,16 +290,55 @@ async fn api_key_login(st: &AppState, api_key: &str) -> Result<Grant, Problem> {
         ));
     }
     let row = sqlx::query(
-        "SELECT id, role, org FROM identity_api_keys WHERE key_sha256 = $1 AND revoked_ms IS NULL",
+        "SELECT id, role, org, expires_ms, revoked_ms FROM identity_api_keys \
+         WHERE key_sha256 = $1",
     )
     .bind(util::sha256_hex(api_key.as_bytes()))
     .fetch_optional(st.inner.db.pool())
     .await?
-    .ok_or_else(|| Problem::unauthorized("unknown or revoked API key"))?;
+    .ok_or_else(|| Problem::unauthorized("unknown API key"))?;
     let id: String = row.try_get("id")?;
+    let expires_ms: i64 = row.try_get("expires_ms")?;
+    let revoked_ms: Option<i64> = row.try_get("revoked_ms")?;
+    if revoked_ms.is_some() {
+        tracing::info!(key = %id, "login with a revoked API key refused");
+        return Err(Problem::unauthorized("this API key has been revoked"));
+    }
+    if expires_ms <= now_ms() {
+        tracing::info!(key = %id, "login with an expired API key refused");
+        return Err(Problem::unauthorized("this API key has expired"));
+    }
     let role: String = row.try_get("role")?;
     let role = Role::from_str(&role).map_err(Problem::internal)?;
-    Ok((format!("api-key:{id}"), role, row.try_get("org")?))
+    let org: Option<String> = row.try_get("org")?;
+    if matches!(role, Role::EnterpriseAdmin | Role::EnterpriseMember) {
+        // An enterprise key acts for its org only while the org is a member: a removed (or
+        // never admitted) org's keys stop working with it.
+        let org = org
+            .as_deref()
+            .ok_or_else(|| Problem::internal("enterprise API key without an org"))?;
+        let status = chain::member_status(&st.inner.node, org)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "cannot read the membership from the node");
+                node_unavailable()
+            })?;
+        if status.as_deref() != Some("active") {
+            tracing::info!(key = %id, %org, "API key of an org that is not an active member refused");
+            return Err(Problem::forbidden(
+                "the organisation of this API key is not an active member",
+            ));
+        }
+    }
+    Ok((format!("api-key:{id}"), role, org))
+}
+
+fn node_unavailable() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "node-unavailable",
+        "the chain cannot be read right now; try again",
+    )
 }
 
 async fn key_login(st: &AppState, req: &TokenRequest) -> Result<Grant, Problem> {
@@ -275,11 +379,7 @@ async fn key_login(st: &AppState, req: &TokenRequest) -> Result<Grant, Problem> 
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "cannot read the account from the node");
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "node-unavailable",
-                "the chain cannot be read right now; try again",
-            )
+            node_unavailable()
         })?
         .ok_or_else(|| Problem::unauthorized("this key is not an account on the chain"))?;
     let (role, org) = match account.role.as_str() {
@@ -300,8 +400,8 @@ fn none_if_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-/// Make an API key. Operators: any role and org. Enterprise admins: `enterprise_member` keys
-/// for their own org.
+/// Make an API key, valid for `expires_in_days` (default 90, at most 365). Operators: any role
+/// and org. Enterprise admins: `enterprise_member` keys for their own org.
 #[utoipa::path(post, path = "/v1/auth/api-keys", tag = "auth",
     request_body = ApiKeyRequest,
     security(("bearer" = [])),
@@ -329,16 +429,20 @@ async fn create_api_key(
             Problem::bad_request("org", "must be 1 to 64 characters of A-Z a-z 0-9 . _ -")
         })?;
     let label = util::short_text(&req.label, "label", MAX_LABEL_CHARS)?;
+    let days = req.expires_in_days.unwrap_or(DEFAULT_API_KEY_DAYS);
+    if !(1..=MAX_API_KEY_DAYS).contains(&days) {
+        return Err(Problem::bad_request(
+            "expires_in_days",
+            format!("must be 1 to {MAX_API_KEY_DAYS}"),
+        ));
+    }
     let org = if caller.role == Role::EnterpriseAdmin {
         if role != Role::EnterpriseMember {
             return Err(Problem::forbidden(
                 "an enterprise admin makes enterprise_member keys only",
             ));
         }
-        let own = caller
-            .org
-            .clone()
-            .ok_or_else(|| Problem::forbidden("the caller acts for no organisation"))?;
+        let own = own_org(&caller)?;
         if org.as_ref().is_some_and(|o| *o != own) {
             return Err(Problem::forbidden(
                 "an enterprise admin makes keys for its own organisation only",
@@ -359,9 +463,11 @@ async fn create_api_key(
         "{API_KEY_PREFIX}{}",
         hex::encode(util::random_bytes::<32>()?)
     );
+    let now = now_ms();
+    let expires_ms = now + i64::from(days) * DAY_MS;
     sqlx::query(
-        "INSERT INTO identity_api_keys (id, key_sha256, role, org, label, created_by, created_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO identity_api_keys (id, key_sha256, role, org, label, created_by, \
+         created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&id)
     .bind(util::sha256_hex(api_key.as_bytes()))
@@ -369,10 +475,11 @@ async fn create_api_key(
     .bind(org.as_deref())
     .bind(&label)
     .bind(&caller.sub)
-    .bind(now_ms())
+    .bind(now)
+    .bind(expires_ms)
     .execute(st.inner.db.pool())
     .await?;
-    tracing::info!(key = %id, role = %role, creator = %caller.sub, "API key created");
+    tracing::info!(key = %id, role = %role, creator = %caller.sub, days, "API key created");
     Ok((
         StatusCode::CREATED,
         Json(ApiKeyCreated {
@@ -381,9 +488,161 @@ async fn create_api_key(
             role,
             org,
             label,
+            expires_ms,
         }),
     )
         .into_response())
+}
+
+/// The columns [`api_key_info`] reads.
+macro_rules! api_key_columns {
+    () => {
+        "id, role, org, label, created_by, created_ms, expires_ms, revoked_ms, revoked_by"
+    };
+}
+
+fn api_key_info(row: &AnyRow, now: i64) -> Result<ApiKeyInfo, Problem> {
+    let role: String = row.try_get("role")?;
+    let expires_ms: i64 = row.try_get("expires_ms")?;
+    let revoked_ms: Option<i64> = row.try_get("revoked_ms")?;
+    Ok(ApiKeyInfo {
+        id: row.try_get("id")?,
+        role: Role::from_str(&role).map_err(Problem::internal)?,
+        org: row.try_get("org")?,
+        label: row.try_get("label")?,
+        created_by: row.try_get("created_by")?,
+        created_ms: row.try_get("created_ms")?,
+        expires_ms,
+        revoked_ms,
+        revoked_by: row.try_get("revoked_by")?,
+        active: revoked_ms.is_none() && expires_ms > now,
+    })
+}
+
+/// The organisation an enterprise admin acts for (403 when its token names none).
+fn own_org(caller: &Caller) -> Result<String, Problem> {
+    caller
+        .org
+        .clone()
+        .ok_or_else(|| Problem::forbidden("the caller acts for no organisation"))
+}
+
+/// API keys, newest first: their metadata, never the keys. Operators: every key (or one
+/// org's). Enterprise admins: their own org's.
+#[utoipa::path(get, path = "/v1/auth/api-keys", tag = "auth",
+    params(ApiKeyQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = ApiKeyList),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn list_api_keys(
+    State(st): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ApiKeyQuery>, QueryRejection>,
+) -> ApiResult<Json<ApiKeyList>> {
+    caller.require(&[Role::Operator, Role::EnterpriseAdmin])?;
+    let Query(q) = query.map_err(|r| util::rejection_problem(r.status(), &r.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_KEY_LIST).contains(&limit) {
+        return Err(Problem::bad_request(
+            "limit",
+            format!("must be 1 to {MAX_KEY_LIST}"),
+        ));
+    }
+    let asked = q.org.as_deref().map(str::trim);
+    let org = if caller.role == Role::EnterpriseAdmin {
+        let own = own_org(&caller)?;
+        if asked.is_some_and(|o| o != own) {
+            return Err(Problem::forbidden(
+                "an enterprise admin lists its own organisation's keys only",
+            ));
+        }
+        Some(own)
+    } else {
+        asked.map(str::to_string)
+    };
+    let db = st.inner.db.pool();
+    let rows = match &org {
+        Some(org) => {
+            sqlx::query(concat!(
+                "SELECT ",
+                api_key_columns!(),
+                " FROM identity_api_keys WHERE org = $1 ORDER BY created_ms DESC, id LIMIT $2"
+            ))
+            .bind(org)
+            .bind(i64::from(limit))
+            .fetch_all(db)
+            .await?
+        }
+        None => {
+            sqlx::query(concat!(
+                "SELECT ",
+                api_key_columns!(),
+                " FROM identity_api_keys ORDER BY created_ms DESC, id LIMIT $1"
+            ))
+            .bind(i64::from(limit))
+            .fetch_all(db)
+            .await?
+        }
+    };
+    let now = now_ms();
+    let api_keys = rows
+        .iter()
+        .map(|r| api_key_info(r, now))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(ApiKeyList { api_keys }))
+}
+
+/// Revoke an API key: it logs in no more (access tokens it already got run out within their
+/// lifetime). Operators: any key. Enterprise admins: their own org's. Revoking a revoked key
+/// changes nothing.
+#[utoipa::path(delete, path = "/v1/auth/api-keys/{id}", tag = "auth",
+    params(("id" = String, Path, description = "API key id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = ApiKeyInfo, description = "The key, revoked"),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn revoke_api_key(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ApiKeyInfo>> {
+    caller.require(&[Role::Operator, Role::EnterpriseAdmin])?;
+    let unknown = || Problem::not_found("unknown-api-key", "no API key with this id");
+    let db = st.inner.db.pool();
+    let org: Option<String> = sqlx::query("SELECT org FROM identity_api_keys WHERE id = $1")
+        .bind(&id)
+        .fetch_optional(db)
+        .await?
+        .ok_or_else(unknown)?
+        .try_get("org")?;
+    if caller.role == Role::EnterpriseAdmin && org.as_deref() != Some(own_org(&caller)?.as_str()) {
+        return Err(Problem::forbidden(
+            "an enterprise admin revokes its own organisation's keys only",
+        ));
+    }
+    let done = sqlx::query(
+        "UPDATE identity_api_keys SET revoked_ms = $1, revoked_by = $2 \
+         WHERE id = $3 AND revoked_ms IS NULL",
+    )
+    .bind(now_ms())
+    .bind(&caller.sub)
+    .bind(&id)
+    .execute(db)
+    .await?;
+    if done.rows_affected() == 1 {
+        tracing::info!(key = %id, revoker = %caller.sub, "API key revoked");
+    }
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        api_key_columns!(),
+        " FROM identity_api_keys WHERE id = $1"
+    ))
+    .bind(&id)
+    .fetch_optional(db)
+    .await?
+    .ok_or_else(unknown)?;
+    Ok(Json(api_key_info(&row, now_ms())?))
 }
 
 /// Start signing tokens with a new key. Tokens signed by the old key stay valid until they
@@ -414,7 +673,15 @@ async fn jwks(State(st): State<AppState>) -> Response {
 /// The OpenAPI paths of this module.
 #[derive(OpenApi)]
 #[openapi(
-    paths(challenge, token, create_api_key, rotate, jwks),
+    paths(
+        challenge,
+        token,
+        create_api_key,
+        list_api_keys,
+        revoke_api_key,
+        rotate,
+        jwks
+    ),
     components(schemas(
         ChallengeRequest,
         ChallengeResponse,
@@ -422,6 +689,8 @@ async fn jwks(State(st): State<AppState>) -> Response {
         TokenResponse,
         ApiKeyRequest,
         ApiKeyCreated,
+        ApiKeyInfo,
+        ApiKeyList,
         RotatedKey
     ))
 )]

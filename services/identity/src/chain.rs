@@ -65,6 +65,22 @@ pub(crate) async fn proposal_status(
     Ok(v["status"].as_str().map(str::to_string))
 }
 
+/// The membership status of `org` on the beacon (`active`, `removed`), `None` when the beacon
+/// knows no such member.
+pub(crate) async fn member_status(
+    node: &NodeClient,
+    org: &str,
+) -> Result<Option<String>, NodeError> {
+    if trellis_types::OrgId::parse(org, "org").is_err() || org.chars().all(|c| c == '.') {
+        // Not an org id the beacon can hold (and `.` or `..` would change the URL's path).
+        return Ok(None);
+    }
+    let Some(v) = node.get_json(&format!("/v1/members/{org}")).await? else {
+        return Ok(None);
+    };
+    Ok(v["status"].as_str().map(str::to_string))
+}
+
 /// Whether `org` is an active member holding `org_key`; `false` when unknown or removed.
 pub(crate) async fn member_active(
     node: &NodeClient,

@@ -127,8 +127,9 @@ impl std::fmt::Debug for IdentityService {
 }
 
 impl IdentityService {
-    /// Starts the outbox worker (resubmits chain work left by a previous run) and returns the
-    /// service.
+    /// Starts the outbox worker (resubmits chain work left by a previous run) and the purge of
+    /// stored idempotent answers past their retry window (now, then every ten minutes), and
+    /// returns the service.
     pub async fn start(
         db: Db,
         tokens: TokenService,
@@ -146,6 +147,7 @@ impl IdentityService {
                 nudge: nudge.clone(),
             }),
         };
+        applications::spawn_answer_purge(db.clone());
         outbox::Worker::new(db, node, config.chain_id, config.verifier, nudge).spawn();
         Ok(IdentityService { state })
     }

@@ -21,7 +21,9 @@
 //!    (`attested`) or the proposal id (`proposed`). Rejected with `bad-nonce`: the nonce is
 //!    re-allocated and the row signed again. Any other rejection (and a submission the node
 //!    refuses for good) marks the application `chain_failed` with the code and cancels its
-//!    remaining rows.
+//!    remaining rows. Such a rejection still consumed the row's nonce on the beacon (only the
+//!    signature and nonce checks leave it unused), while the cancelled rows' nonces stay
+//!    unused: the next row is then ahead of the account and gets its next nonce (step 1).
 //!
 //! Because a row is only ever submitted with the account's next nonce, an older signing of it
 //! can never execute later: its nonce is behind the account by then.

@@ -7,8 +7,9 @@ use common::{
     Auth, Options, TestApp, application, credit_code, org_key, resident_id, sha256_hex, spawn,
 };
 use serde_json::{Value, json};
+use sqlx::Row;
 use trellis_servicekit::testing::test_databases;
-use trellis_servicekit::{Claims, Role};
+use trellis_servicekit::{Backend, Claims, Role};
 
 async fn apps() -> Vec<TestApp> {
     let mut out = Vec::new();
@@ -835,6 +836,8 @@ fn openapi_documents_every_route() {
         ("/v1/auth/challenge", "post"),
         ("/v1/auth/token", "post"),
         ("/v1/auth/api-keys", "post"),
+        ("/v1/auth/api-keys", "get"),
+        ("/v1/auth/api-keys/{id}", "delete"),
         ("/v1/auth/keys/rotate", "post"),
         ("/.well-known/jwks.json", "get"),
     ] {
@@ -843,17 +846,232 @@ fn openapi_documents_every_route() {
             "{method} {path} undocumented"
         );
     }
-    assert_eq!(paths.len(), 10);
+    assert_eq!(paths.len(), 11);
     let schemas = json["components"]["schemas"].as_object().unwrap();
     for s in [
         "ApplicationRequest",
         "ApplicationView",
         "Problem",
         "TokenResponse",
+        "ApiKeyRequest",
+        "ApiKeyCreated",
+        "ApiKeyInfo",
+        "ApiKeyList",
         "DecisionRequest",
         "Status",
     ] {
         assert!(schemas.contains_key(s), "schema {s} missing");
     }
     assert!(json["components"]["securitySchemes"]["bearer"].is_object());
+    // Listing never shows a key: its schema has no `api_key`.
+    assert!(schemas["ApiKeyInfo"]["properties"].get("api_key").is_none());
+    assert!(
+        schemas["ApiKeyRequest"]["properties"]
+            .get("expires_in_days")
+            .is_some()
+    );
+}
+
+/// Makes every insert into `idempotency_keys` fail, as a crash or a database error between
+/// the application and its stored answer would.
+async fn break_idempotency_store(app: &TestApp) {
+    match app.backend {
+        Backend::Postgres => {
+            sqlx::raw_sql(
+                "CREATE OR REPLACE FUNCTION test_refuse_idempotency() RETURNS trigger LANGUAGE plpgsql \
+                 AS $$ BEGIN RAISE EXCEPTION 'refused by test'; END $$",
+            )
+            .execute(app.db.pool())
+            .await
+            .unwrap();
+            sqlx::raw_sql(
+                "CREATE TRIGGER test_refuse_idempotency BEFORE INSERT ON idempotency_keys \
+                 FOR EACH ROW EXECUTE FUNCTION test_refuse_idempotency()",
+            )
+            .execute(app.db.pool())
+            .await
+            .unwrap();
+        }
+        Backend::Sqlite => {
+            sqlx::raw_sql(
+                "CREATE TRIGGER test_refuse_idempotency BEFORE INSERT ON idempotency_keys \
+                 BEGIN SELECT RAISE(ABORT, 'refused by test'); END",
+            )
+            .execute(app.db.pool())
+            .await
+            .unwrap();
+        }
+    }
+}
+
+async fn repair_idempotency_store(app: &TestApp) {
+    let sql = match app.backend {
+        Backend::Postgres => "DROP TRIGGER test_refuse_idempotency ON idempotency_keys",
+        Backend::Sqlite => "DROP TRIGGER test_refuse_idempotency",
+    };
+    sqlx::raw_sql(sql).execute(app.db.pool()).await.unwrap();
+}
+
+async fn count(app: &TestApp, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_application_and_its_stored_answer_commit_together() {
+    for app in apps().await {
+        let send = || {
+            app.http
+                .post(app.url("/v1/onboarding/applications"))
+                .header("Idempotency-Key", "atomic-1")
+                .json(&application(1))
+        };
+        // The answer cannot be stored: the application is not kept either.
+        break_idempotency_store(&app).await;
+        let a = app.send(send(), &Auth::None).await;
+        a.problem(500);
+        assert_eq!(
+            count(&app, "SELECT COUNT(*) FROM identity_applications").await,
+            0,
+            "{}",
+            app.backend
+        );
+        assert_eq!(
+            count(&app, "SELECT COUNT(*) FROM idempotency_keys").await,
+            0
+        );
+        // So the retry is not blocked by a half-made application, and its token works.
+        repair_idempotency_store(&app).await;
+        let a = app.send(send(), &Auth::None).await;
+        assert_eq!(a.status, 201, "{}: {}", app.backend, a.text);
+        let first = a.json();
+        let again = app.send(send(), &Auth::None).await;
+        assert_eq!(again.status, 201, "{}", again.text);
+        assert_eq!(again.json(), first);
+        let id = first["id"].as_str().unwrap();
+        let token = first["token"].as_str().unwrap().to_string();
+        let v = app
+            .get(
+                &format!("/v1/onboarding/applications/{id}"),
+                &Auth::App(token),
+            )
+            .await;
+        assert_eq!(v.status, 200, "{}", v.text);
+        assert_eq!(
+            count(&app, "SELECT COUNT(*) FROM identity_applications").await,
+            1
+        );
+
+        // Without an Idempotency-Key nothing is stored, and the store's failure is no matter.
+        break_idempotency_store(&app).await;
+        app.apply(&application(2)).await;
+        repair_idempotency_store(&app).await;
+    }
+}
+
+/// The idempotency scope of application submissions.
+const SUBMIT_SCOPE: &str = "identity/onboarding/applications";
+
+async fn stored_keys(app: &TestApp) -> Vec<(String, String)> {
+    let mut keys: Vec<(String, String)> =
+        sqlx::query("SELECT scope, key FROM idempotency_keys ORDER BY scope, key")
+            .fetch_all(app.db.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn stored_answers_are_purged_after_a_day() {
+    for (backend, db) in test_databases().await {
+        let first = spawn(backend, db.clone(), Options::default()).await;
+        for key in ["old", "new"] {
+            let a = first
+                .send(
+                    first
+                        .http
+                        .post(first.url("/v1/onboarding/applications"))
+                        .header("Idempotency-Key", key)
+                        .json(&application(if key == "old" { 1 } else { 2 })),
+                    &Auth::None,
+                )
+                .await;
+            assert_eq!(a.status, 201, "{}", a.text);
+        }
+        // Another service's key, as old as can be: not this service's to purge.
+        sqlx::query(
+            "INSERT INTO idempotency_keys (scope, key, request_sha256, status, response_body, \
+             created_ms) VALUES ('ledger/anchors', 'old', 'h', 201, '{}', 1)",
+        )
+        .execute(db.pool())
+        .await
+        .unwrap();
+        // One of ours, 25 hours old.
+        let day_ago = trellis_servicekit::now_ms() - 25 * 3600 * 1000;
+        sqlx::query("UPDATE idempotency_keys SET created_ms = $1 WHERE scope = $2 AND key = 'old'")
+            .bind(day_ago)
+            .bind(SUBMIT_SCOPE)
+            .execute(db.pool())
+            .await
+            .unwrap();
+
+        // The purge runs when a service starts (and every ten minutes after).
+        let second = common::spawn_with(
+            backend,
+            db.clone(),
+            first.tokens.clone(),
+            first.pii.clone(),
+            Options::default(),
+        )
+        .await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let expected = vec![
+            (
+                "identity/onboarding/applications".to_string(),
+                "new".to_string(),
+            ),
+            ("ledger/anchors".to_string(), "old".to_string()),
+        ];
+        loop {
+            let keys = stored_keys(&second).await;
+            if keys == expected {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{backend}: still {keys:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        // The purged answer is no longer replayed: the retry meets its own application.
+        let a = second
+            .send(
+                second
+                    .http
+                    .post(second.url("/v1/onboarding/applications"))
+                    .header("Idempotency-Key", "old")
+                    .json(&application(1)),
+                &Auth::None,
+            )
+            .await;
+        a.problem(409);
+        // The fresh one still is.
+        let a = second
+            .send(
+                second
+                    .http
+                    .post(second.url("/v1/onboarding/applications"))
+                    .header("Idempotency-Key", "new")
+                    .json(&application(2)),
+                &Auth::None,
+            )
+            .await;
+        assert_eq!(a.status, 201, "{}", a.text);
+    }
 }

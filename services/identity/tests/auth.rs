@@ -6,8 +6,8 @@ mod common;
 use common::fake_node::FakeNode;
 use common::{Auth, Options, TestApp, spawn};
 use serde_json::{Value, json};
-use trellis_servicekit::Role;
 use trellis_servicekit::testing::test_databases;
+use trellis_servicekit::{Role, now_ms};
 use trellis_types::Signer;
 
 async fn apps(node: &FakeNode) -> Vec<TestApp> {
@@ -217,9 +217,345 @@ async fn create_key(app: &TestApp, auth: &Auth, body: Value) -> common::Answer {
     app.post_json("/v1/auth/api-keys", &body, auth).await
 }
 
+const DAY_MS: i64 = 86_400_000;
+
+/// Makes a key (asserting 201); returns (id, key).
+async fn new_key(app: &TestApp, auth: &Auth, body: Value) -> (String, String) {
+    let a = create_key(app, auth, body).await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let v = a.json();
+    (
+        v["id"].as_str().unwrap().to_string(),
+        v["api_key"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn key_login(app: &TestApp, api_key: &str) -> common::Answer {
+    app.post_json("/v1/auth/token", &json!({"api_key": api_key}), &Auth::None)
+        .await
+}
+
+async fn revoke(app: &TestApp, id: &str, auth: &Auth) -> common::Answer {
+    app.send(
+        app.http.delete(app.url(&format!("/v1/auth/api-keys/{id}"))),
+        auth,
+    )
+    .await
+}
+
+/// The ids in a key list answer.
+fn listed_ids(a: &common::Answer) -> Vec<String> {
+    assert_eq!(a.status, 200, "{}", a.text);
+    a.json()["api_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn api_keys_expire() {
+    let node = FakeNode::start().await;
+    for app in apps(&node).await {
+        let op = app.operator().await;
+        for days in [0, 366, 10_000] {
+            create_key(
+                &app,
+                &op,
+                json!({"role": "regulator", "label": "x", "expires_in_days": days}),
+            )
+            .await
+            .problem_field(400, "expires_in_days");
+        }
+        for days in [1i64, 365] {
+            let a = create_key(
+                &app,
+                &op,
+                json!({"role": "regulator", "label": "x", "expires_in_days": days}),
+            )
+            .await;
+            assert_eq!(a.status, 201, "{}", a.text);
+            let expires = a.json()["expires_ms"].as_i64().unwrap();
+            let want = now_ms() + days * DAY_MS;
+            assert!(
+                (want - 60_000..=want).contains(&expires),
+                "{days}: {expires}"
+            );
+        }
+        let (id, key) = new_key(
+            &app,
+            &op,
+            json!({"role": "regulator", "label": "audit", "expires_in_days": 1}),
+        )
+        .await;
+        check_token(&app, &key_login(&app, &key).await, "regulator", None).await;
+        // A day later (moved into the past in the database): refused.
+        sqlx::query("UPDATE identity_api_keys SET expires_ms = $1 WHERE id = $2")
+            .bind(now_ms() - 1)
+            .bind(&id)
+            .execute(app.db.pool())
+            .await
+            .unwrap();
+        let p = key_login(&app, &key).await.problem(401);
+        assert!(p["detail"].as_str().unwrap().contains("expired"), "{p}");
+        let list = app.get("/v1/auth/api-keys", &op).await.json();
+        let listed = list["api_keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == id.as_str())
+            .unwrap()
+            .clone();
+        assert_eq!(listed["active"], false, "{listed}");
+        assert_eq!(listed["revoked_ms"], Value::Null);
+    }
+}
+
+#[tokio::test]
+async fn api_keys_are_listed_and_revoked() {
+    let node = FakeNode::start().await;
+    node.add_member("ORG1", &"11".repeat(32));
+    node.add_member("ORG2", &"22".repeat(32));
+    for app in apps(&node).await {
+        let op = app.operator().await;
+        let admin1 = Auth::Bearer(app.token(Role::EnterpriseAdmin, Some("ORG1")).await);
+        let admin2 = Auth::Bearer(app.token(Role::EnterpriseAdmin, Some("ORG2")).await);
+        let (reg_id, reg_key) =
+            new_key(&app, &op, json!({"role": "regulator", "label": "audit"})).await;
+        let (a1_id, a1_key) = new_key(
+            &app,
+            &op,
+            json!({"role": "enterprise_admin", "org": "ORG1", "label": "admin"}),
+        )
+        .await;
+        let (m1_id, m1_key) = new_key(
+            &app,
+            &admin1,
+            json!({"role": "enterprise_member", "label": "clerk"}),
+        )
+        .await;
+        let (m2_id, m2_key) = new_key(
+            &app,
+            &admin2,
+            json!({"role": "enterprise_member", "label": "clerk"}),
+        )
+        .await;
+
+        // Operators see every key, newest first; metadata only.
+        let all = app.get("/v1/auth/api-keys", &op).await;
+        assert_eq!(listed_ids(&all).len(), 4);
+        let mut sorted = listed_ids(&all);
+        sorted.sort();
+        let mut want = vec![reg_id.clone(), a1_id.clone(), m1_id.clone(), m2_id.clone()];
+        want.sort();
+        assert_eq!(sorted, want);
+        for key in [&reg_key, &a1_key, &m1_key, &m2_key] {
+            assert!(!all.text.contains(key.as_str()), "a key is listed");
+            assert!(!all.text.contains(&common::sha256_hex(key.as_bytes())));
+        }
+        let m1 = all.json()["api_keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == m1_id.as_str())
+            .unwrap()
+            .clone();
+        assert_eq!(m1["role"], "enterprise_member");
+        assert_eq!(m1["org"], "ORG1");
+        assert_eq!(m1["label"], "clerk");
+        assert_eq!(m1["created_by"], "test-enterprise_admin");
+        assert_eq!(m1["active"], true);
+        assert_eq!(m1["revoked_ms"], Value::Null);
+        assert!(m1.get("api_key").is_none() && m1.get("key_sha256").is_none());
+        let created: Vec<i64> = all.json()["api_keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["created_ms"].as_i64().unwrap())
+            .collect();
+        assert!(created.windows(2).all(|w| w[0] >= w[1]), "{created:?}");
+        // One org's, and a bound.
+        let mut org1 = listed_ids(&app.get("/v1/auth/api-keys?org=ORG1", &op).await);
+        org1.sort();
+        let mut want1 = vec![a1_id.clone(), m1_id.clone()];
+        want1.sort();
+        assert_eq!(org1, want1);
+        assert_eq!(
+            listed_ids(&app.get("/v1/auth/api-keys?limit=1", &op).await).len(),
+            1
+        );
+        for q in ["limit=0", "limit=501", "colour=red"] {
+            app.get(&format!("/v1/auth/api-keys?{q}"), &op)
+                .await
+                .problem(400);
+        }
+
+        // An enterprise admin sees its own org's keys only.
+        let mut own = listed_ids(&app.get("/v1/auth/api-keys", &admin1).await);
+        own.sort();
+        assert_eq!(own, want1);
+        assert_eq!(
+            listed_ids(&app.get("/v1/auth/api-keys?org=ORG1", &admin1).await).len(),
+            2
+        );
+        app.get("/v1/auth/api-keys?org=ORG2", &admin1)
+            .await
+            .problem(403);
+        assert_eq!(
+            listed_ids(&app.get("/v1/auth/api-keys", &admin2).await),
+            vec![m2_id.clone()]
+        );
+        // Nobody else lists keys.
+        for (role, org) in [
+            (Role::EnterpriseMember, Some("ORG1")),
+            (Role::Regulator, None),
+            (Role::Bank, Some("BANK1")),
+        ] {
+            let auth = Auth::Bearer(app.token(role, org).await);
+            app.get("/v1/auth/api-keys", &auth).await.problem(403);
+            revoke(&app, &m1_id, &auth).await.problem(403);
+        }
+        app.get("/v1/auth/api-keys", &Auth::None).await.problem(401);
+        revoke(&app, &m1_id, &Auth::None).await.problem(401);
+
+        // Revoking: an enterprise admin only its own org's keys.
+        revoke(&app, &m2_id, &admin1).await.problem(403);
+        revoke(&app, &reg_id, &admin1).await.problem(403);
+        check_token(
+            &app,
+            &key_login(&app, &m2_key).await,
+            "enterprise_member",
+            Some("ORG2"),
+        )
+        .await;
+        check_token(
+            &app,
+            &key_login(&app, &m1_key).await,
+            "enterprise_member",
+            Some("ORG1"),
+        )
+        .await;
+        let r = revoke(&app, &m1_id, &admin1).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let v = r.json();
+        assert_eq!(v["id"], m1_id.as_str());
+        assert_eq!(v["active"], false);
+        assert_eq!(v["revoked_by"], "test-enterprise_admin");
+        let revoked_ms = v["revoked_ms"].as_i64().unwrap();
+        assert!(revoked_ms <= now_ms());
+        let p = key_login(&app, &m1_key).await.problem(401);
+        assert!(p["detail"].as_str().unwrap().contains("revoked"), "{p}");
+        // Again: nothing changes.
+        let again = revoke(&app, &m1_id, &admin1).await;
+        assert_eq!(again.status, 200, "{}", again.text);
+        assert_eq!(again.json()["revoked_ms"], revoked_ms);
+        // Operators revoke any key; unknown ids are 404.
+        assert_eq!(revoke(&app, &reg_id, &op).await.status, 200);
+        key_login(&app, &reg_key).await.problem(401);
+        assert_eq!(revoke(&app, &m2_id, &op).await.status, 200);
+        key_login(&app, &m2_key).await.problem(401);
+        revoke(&app, &"0".repeat(32), &op).await.problem(404);
+        revoke(&app, &"0".repeat(32), &admin1).await.problem(404);
+        // The others still log in; the listing shows who was revoked.
+        check_token(
+            &app,
+            &key_login(&app, &a1_key).await,
+            "enterprise_admin",
+            Some("ORG1"),
+        )
+        .await;
+        let listed = app.get("/v1/auth/api-keys", &op).await.json();
+        for k in listed["api_keys"].as_array().unwrap() {
+            let active = k["id"] == a1_id.as_str();
+            assert_eq!(k["active"], active, "{k}");
+            assert_eq!(k["revoked_ms"].is_null(), active, "{k}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn enterprise_api_keys_need_an_active_member() {
+    let node = FakeNode::start().await;
+    for app in apps(&node).await {
+        let op = app.operator().await;
+        let (_, member_key) = new_key(
+            &app,
+            &op,
+            json!({"role": "enterprise_member", "org": "ORG7", "label": "erp"}),
+        )
+        .await;
+        let (_, admin_key) = new_key(
+            &app,
+            &op,
+            json!({"role": "enterprise_admin", "org": "ORG7", "label": "admin"}),
+        )
+        .await;
+        let (_, bank_key) = new_key(
+            &app,
+            &op,
+            json!({"role": "bank", "org": "BANK1", "label": "bank"}),
+        )
+        .await;
+        // Not (yet) a member: 403.
+        for key in [&member_key, &admin_key] {
+            let p = key_login(&app, key).await.problem(403);
+            assert!(p["detail"].as_str().unwrap().contains("member"), "{p}");
+        }
+        // Admitted: the keys work.
+        node.add_member("ORG7", &"77".repeat(32));
+        check_token(
+            &app,
+            &key_login(&app, &member_key).await,
+            "enterprise_member",
+            Some("ORG7"),
+        )
+        .await;
+        check_token(
+            &app,
+            &key_login(&app, &admin_key).await,
+            "enterprise_admin",
+            Some("ORG7"),
+        )
+        .await;
+        // Removed: they stop working.
+        node.remove_member("ORG7");
+        for key in [&member_key, &admin_key] {
+            key_login(&app, key).await.problem(403);
+        }
+        // Other roles do not depend on membership.
+        check_token(
+            &app,
+            &key_login(&app, &bank_key).await,
+            "bank",
+            Some("BANK1"),
+        )
+        .await;
+        // The next backend starts with ORG7 unknown again.
+        let mut s = node.state.lock().unwrap();
+        s.members.remove("ORG7");
+        s.removed.remove("ORG7");
+    }
+    // Without a node an enterprise key cannot be checked: 503. Other keys need no node.
+    for (backend, db) in test_databases().await {
+        let app = spawn(backend, db, Options::default()).await;
+        let op = app.operator().await;
+        let (_, member_key) = new_key(
+            &app,
+            &op,
+            json!({"role": "enterprise_member", "org": "ORG7", "label": "erp"}),
+        )
+        .await;
+        let (_, reg_key) = new_key(&app, &op, json!({"role": "regulator", "label": "r"})).await;
+        key_login(&app, &member_key).await.problem(503);
+        check_token(&app, &key_login(&app, &reg_key).await, "regulator", None).await;
+    }
+}
+
 #[tokio::test]
 async fn api_keys() {
     let node = FakeNode::start().await;
+    node.add_member("ORG1", &"11".repeat(32));
     for app in apps(&node).await {
         let op = app.operator().await;
         // An operator makes a key for an enterprise member.
@@ -233,6 +569,13 @@ async fn api_keys() {
         let created = a.json();
         let api_key = created["api_key"].as_str().unwrap().to_string();
         assert!(api_key.starts_with("trk_"));
+        // 90 days unless asked otherwise.
+        let expires = created["expires_ms"].as_i64().unwrap();
+        let in_90_days = now_ms() + 90 * DAY_MS;
+        assert!(
+            (in_90_days - 60_000..=in_90_days).contains(&expires),
+            "{created}"
+        );
         // Only its hash is stored.
         let stored: Vec<String> = sqlx::query("SELECT key_sha256 FROM identity_api_keys")
             .fetch_all(app.db.pool())

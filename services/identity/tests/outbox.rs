@@ -222,6 +222,35 @@ async fn beacon_rejections_mark_chain_failed() {
             .json();
         assert_eq!(mine["status"], "chain_failed");
 
+        // The refused attestation still consumed its nonce (0) on the beacon; the cancelled
+        // proposal's nonce (1) was never used. Once the verifier may attest, the same
+        // enterprise applies again (a chain_failed application does not block it) and its
+        // approval goes through on the account's next nonces, 1 and 2.
+        {
+            let mut s = node.state.lock().unwrap();
+            let verifier = s.accounts.get_mut(&verifier_hex()).unwrap();
+            assert_eq!(verifier.next_nonce, 1);
+            verifier.role = "operator".into();
+        }
+        let (again, _) = app.apply(&application(1)).await;
+        let d = app.decide(&again, &json!({"approve": true}), &op).await;
+        assert_eq!(d.status, 200, "{}", d.text);
+        assert_eq!(d.json()["status"], "proposed", "{}", d.text);
+        assert_eq!(d.json()["proposal_id"], 1);
+        assert_eq!(
+            outbox_rows(&app.db).await,
+            vec![
+                ("attest".into(), "failed".into(), 0),
+                ("propose".into(), "cancelled".into(), 1),
+                ("attest".into(), "done".into(), 1),
+                ("propose".into(), "done".into(), 2)
+            ]
+        );
+        assert_eq!(
+            node.state.lock().unwrap().accounts[&verifier_hex()].next_nonce,
+            3
+        );
+
         // A verifier that is no account at all.
         let node2 = FakeNode::start().await;
         let opts = Options {

@@ -270,8 +270,49 @@ pub(crate) async fn submit_vote(
         }
     }
     check_sender(&svc, &caller, &tx).await?;
+    precheck_vote(&svc, &caller, id).await?;
     let voted_on = relay(&svc, &tx).await?;
     Ok(Json(proposal_after(&svc, voted_on.or(Some(id))).await?))
+}
+
+/// Refuses a vote the beacon would refuse as things stand (unknown, decided or expired
+/// proposal; the org already voted) before it is submitted, so such a vote never reaches the
+/// chain, not even to consume the sender's nonce. The beacon still decides: a vote that races
+/// past this check is refused there with the same code.
+async fn precheck_vote(svc: &MembershipService, caller: &Caller, id: u64) -> ApiResult<()> {
+    let proposal = chain::proposal(&svc.inner.node, id)
+        .await
+        .map_err(chain::node_problem)?
+        .ok_or_else(|| {
+            rejection_problem("unknown-proposal", &format!("proposal {id} does not exist"))
+        })?;
+    match proposal.status.as_str() {
+        "open" => {}
+        "expired" => {
+            return Err(rejection_problem(
+                "proposal-expired",
+                &format!(
+                    "proposal {id} expired at height {}",
+                    proposal.expires_height
+                ),
+            ));
+        }
+        _ => {
+            return Err(rejection_problem(
+                "proposal-closed",
+                &format!("proposal {id} is already decided"),
+            ));
+        }
+    }
+    if let Some(org) = &caller.org
+        && proposal.yes.iter().chain(&proposal.no).any(|o| o == org)
+    {
+        return Err(rejection_problem(
+            "already-voted",
+            &format!("org {org} already voted on this proposal"),
+        ));
+    }
+    Ok(())
 }
 
 /// An org's current certificate, as listed with the members.

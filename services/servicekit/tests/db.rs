@@ -251,3 +251,80 @@ async fn idempotency_races_have_one_winner() {
         );
     }
 }
+
+#[tokio::test]
+async fn idempotency_store_in_a_transaction_commits_or_rolls_back_with_it() {
+    for (backend, db) in test_databases().await {
+        // Rolled back: nothing stored.
+        let mut tx = db.begin_write().await.unwrap();
+        let stored = Idempotency::store_in(&mut tx, "apply", "k", "h1", 201, "first")
+            .await
+            .unwrap();
+        assert_eq!(stored, (201, "first".to_string()));
+        tx.rollback().await.unwrap();
+        assert_eq!(
+            Idempotency::lookup(&db, "apply", "k", "h1").await.unwrap(),
+            None,
+            "{backend}"
+        );
+        // Committed: stored.
+        let mut tx = db.begin_write().await.unwrap();
+        Idempotency::store_in(&mut tx, "apply", "k", "h1", 201, "second")
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(
+            Idempotency::lookup(&db, "apply", "k", "h1").await.unwrap(),
+            Some((201, "second".to_string())),
+            "{backend}"
+        );
+        // A later store in a transaction gets the standing answer back, or a mismatch.
+        let mut tx = db.begin_write().await.unwrap();
+        assert_eq!(
+            Idempotency::store_in(&mut tx, "apply", "k", "h1", 500, "late")
+                .await
+                .unwrap(),
+            (201, "second".to_string()),
+            "{backend}"
+        );
+        assert!(matches!(
+            Idempotency::store_in(&mut tx, "apply", "k", "h2", 201, "other").await,
+            Err(IdemError::Mismatch)
+        ));
+        tx.rollback().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn idempotency_purge_of_one_scope_leaves_the_others() {
+    for (backend, db) in test_databases().await {
+        for (scope, key) in [("mine", "a"), ("mine", "b"), ("theirs", "a")] {
+            Idempotency::store(&db, scope, key, "h", 201, "{}")
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            Idempotency::purge_scope_before(&db, "mine", now_ms() - 60_000)
+                .await
+                .unwrap(),
+            0,
+            "{backend}"
+        );
+        assert_eq!(
+            Idempotency::purge_scope_before(&db, "mine", now_ms() + 1)
+                .await
+                .unwrap(),
+            2,
+            "{backend}"
+        );
+        assert_eq!(
+            Idempotency::lookup(&db, "mine", "a", "h").await.unwrap(),
+            None
+        );
+        assert_eq!(
+            Idempotency::lookup(&db, "theirs", "a", "h").await.unwrap(),
+            Some((201, "{}".to_string())),
+            "{backend}"
+        );
+    }
+}

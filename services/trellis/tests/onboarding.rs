@@ -361,6 +361,14 @@ async fn onboarding_flow(backend: Backend) {
         .await
         .expect("member-1 votes");
     assert_eq!(first["status"], "open");
+    let nonce = |name: &'static str| {
+        let w = &w;
+        async move {
+            let key = hex::encode(w.account(name).public_key().0);
+            w.get_node(&format!("/v1/accounts/{key}")).await["next_nonce"].clone()
+        }
+    };
+    let nonce_before = nonce("member-1").await;
     let double =
         governance_cli::governance_vote(&w.api(), &w.key_file("member-1"), proposal, true).await;
     let err = format!("{:#}", double.expect_err("a double vote was accepted"));
@@ -372,6 +380,11 @@ async fn onboarding_flow(backend: Backend) {
         p["yes"],
         json!(["org-1"]),
         "a refused vote changed the tally"
+    );
+    assert_eq!(
+        nonce("member-1").await,
+        nonce_before,
+        "a refused vote reached the chain"
     );
     let second = governance_cli::governance_vote(&w.api(), &w.key_file("member-2"), proposal, true)
         .await
@@ -495,6 +508,7 @@ async fn onboarding_flow(backend: Backend) {
         }
     })
     .await;
+    let nonce_before = nonce("member-3").await;
     let late =
         governance_cli::governance_vote(&w.api(), &w.key_file("member-3"), short_id, true).await;
     let err = format!("{:#}", late.expect_err("a vote after expiry was accepted"));
@@ -504,6 +518,11 @@ async fn onboarding_flow(backend: Backend) {
         .await;
     assert_eq!(p["status"], "expired");
     assert_eq!(p["yes"], json!([]));
+    assert_eq!(
+        nonce("member-3").await,
+        nonce_before,
+        "a late vote reached the chain"
+    );
 
     // The canary is nowhere in what a regulator or bank can read, nor on the beacon.
     for token in [&regulator, &bank] {

@@ -1,8 +1,9 @@
 //! An HTTP test double of the few node client-API endpoints the identity service calls
 //! (`/v1/accounts/{key}`, `/v1/transactions`, `/v1/transactions/{hash}`,
 //! `/v1/governance/proposals/{id}`, `/v1/members/{org}`), with the beacon rules the outbox
-//! depends on: per-account nonces that only committed transactions raise, attestations by
-//! operator accounts only, admission proposals only for attested keys. Real transactions are
+//! depends on: per-account nonces that every executed transaction raises, a refused one
+//! included (as the beacon does past its signature and nonce checks), attestations by operator
+//! accounts only, admission proposals only for attested keys. Real transactions are
 //! decoded and their signatures checked with `trellis_types`. End-to-end runs against a real
 //! devnet are done elsewhere; this double lets the outbox's ordering, nonce and restart logic
 //! be exercised here.
@@ -14,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use trellis_types::{Action, ProposalKind, Transaction};
 
@@ -47,6 +48,8 @@ pub struct NodeState {
     pub proposals: BTreeMap<u64, (String, String, String)>,
     /// org -> keys
     pub members: HashMap<String, Vec<String>>,
+    /// Members that were removed (still listed, with status `removed`).
+    pub removed: HashSet<String>,
     /// Every executed transaction's action, in order, for duplicate checks.
     pub executed: Vec<String>,
     /// Submissions received (including duplicates).
@@ -117,6 +120,18 @@ impl FakeNode {
         *status = "passed".into();
         let (org, key) = (org.clone(), key.clone());
         s.members.insert(org, vec![key]);
+    }
+
+    /// `org` is an active member holding `key_hex`.
+    pub fn add_member(&self, org: &str, key_hex: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.removed.remove(org);
+        s.members.insert(org.to_string(), vec![key_hex.to_string()]);
+    }
+
+    /// `org` was removed from the consortium.
+    pub fn remove_member(&self, org: &str) {
+        self.state.lock().unwrap().removed.insert(org.to_string());
     }
 
     pub fn executed(&self) -> Vec<String> {
@@ -249,16 +264,15 @@ fn execute_ready(s: &mut NodeState) {
             }
             _ => Err("role-not-allowed"),
         };
+        // Past the signature and nonce checks the nonce is consumed, whatever the action's fate.
+        s.accounts.get_mut(&k.0).expect("account").next_nonce += 1;
         let record = match outcome {
-            Ok(proposal_id) => {
-                s.accounts.get_mut(&k.0).expect("account").next_nonce += 1;
-                TxRecord {
-                    status: "committed",
-                    height,
-                    reason_code: None,
-                    proposal_id,
-                }
-            }
+            Ok(proposal_id) => TxRecord {
+                status: "committed",
+                height,
+                reason_code: None,
+                proposal_id,
+            },
             Err(code) => TxRecord {
                 status: "rejected",
                 height,
@@ -304,7 +318,12 @@ async fn member(State(st): St, Path(org): Path<String>) -> Response {
     let s = st.lock().unwrap();
     match s.members.get(&org) {
         Some(keys) => {
-            Json(json!({"org": org, "status": "active", "keys": keys, "admitted_height": 1}))
+            let status = if s.removed.contains(&org) {
+                "removed"
+            } else {
+                "active"
+            };
+            Json(json!({"org": org, "status": status, "keys": keys, "admitted_height": 1}))
                 .into_response()
         }
         None => problem(StatusCode::NOT_FOUND, "unknown-member", "no such member"),
