@@ -152,17 +152,19 @@ pub fn init(
             public_key: key.public_key.clone(),
         });
     }
-    // Load generators need many senders: one account's nonces commit in order.
+    // Load generators need many senders: one account's nonces commit in order. They are extra
+    // accounts of member org-1, so the consortium still has three member orgs (governance
+    // counts orgs, not accounts).
     for i in 1..=bench_accounts {
         let name = format!("bench-{i}");
-        let key = KeyFile::new(&name, "member", "bench", random_seed()?);
+        let key = KeyFile::new(&name, "member", "org-1", random_seed()?);
         write_secret(
             &dir.join(format!("accounts/bench/{name}.json")),
             &serde_json::to_string_pretty(&key)?,
         )?;
         accounts.push(GenesisAccountEntry {
             name,
-            org: "bench".into(),
+            org: "org-1".into(),
             role: "member".into(),
             public_key: key.public_key.clone(),
         });
