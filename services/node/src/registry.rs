@@ -205,6 +205,7 @@ pub struct ProposalView {
     pub created_height: u64,
     /// The last height whose block may still carry a vote.
     pub expires_height: u64,
+    /// Active members at the last vote (at opening before any vote).
     pub electorate: u64,
     pub approval_num: u32,
     pub approval_den: u32,
