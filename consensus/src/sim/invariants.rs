@@ -146,9 +146,9 @@ impl Checker {
         }
         let msg = vote_message(&self.chain_id, &qc.vote_data);
         for (i, sig) in signers.iter().zip(&qc.signatures) {
-            let ok = ed25519_consensus::VerificationKey::try_from(committee[*i].0)
+            let ok = ed25519_zebra::VerificationKey::try_from(committee[*i].0)
                 .map(|vk| {
-                    vk.verify(&ed25519_consensus::Signature::from(sig.0), &msg)
+                    vk.verify(&ed25519_zebra::Signature::from_bytes(&sig.0), &msg)
                         .is_ok()
                 })
                 .unwrap_or(false);
