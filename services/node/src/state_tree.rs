@@ -221,14 +221,32 @@ impl<R: TreeReader> StateTree<R> {
                 latest: self.latest,
             });
         }
-        let value_set: Vec<(KeyHash, Option<OwnedValue>)> = writes
+        // jmt's batch insertion rebuilds each touched node once per block, where inserting key
+        // by key rehashes the whole path for every key. It takes no deletions and no empty set;
+        // both paths give the same root (the tree's shape depends only on its keys).
+        let inserts: Option<Vec<(KeyHash, OwnedValue)>> = writes
             .iter()
-            .map(|(k, v)| (key_hash(k.as_bytes()), v.clone()))
+            .map(|(k, v)| v.clone().map(|v| (key_hash(k.as_bytes()), v)))
             .collect();
-        let (root, batch) = guarded(|| {
-            self.jmt()
-                .put_value_set(value_set, version)
+        let value_set = || -> Vec<(KeyHash, Option<OwnedValue>)> {
+            writes
+                .iter()
+                .map(|(k, v)| (key_hash(k.as_bytes()), v.clone()))
+                .collect()
+        };
+        let (root, batch) = guarded(|| match inserts {
+            Some(inserts) if !inserts.is_empty() => self
+                .jmt()
+                .batch_put_value_sets(vec![inserts], None, version)
                 .map_err(tree_err)
+                .and_then(|(roots, batch)| match roots.as_slice() {
+                    [root] => Ok((*root, batch)),
+                    _ => Err(tree_err("one value set gave several roots")),
+                }),
+            _ => self
+                .jmt()
+                .put_value_set(value_set(), version)
+                .map_err(tree_err),
         })?;
         Ok((Digest(root.0), batch))
     }

@@ -106,6 +106,54 @@ struct Inner {
     stale: Keyspace,
     /// Serialises the writers that check-then-write (commit, prune).
     writer: Mutex<()>,
+    /// Decoded tree nodes recently written or read (see [`NodeCache`]).
+    node_cache: Mutex<NodeCache>,
+}
+
+/// Tree nodes most recently written or read, decoded. A block's tree update reads the current
+/// node on every touched path; without the cache each is a store lookup and a decode, about a
+/// third of the update's cost. Node keys carry their version and a node never changes once
+/// written, so a cached node is always the stored one; pruning evicts what it deletes. Two
+/// generations approximate LRU at O(1): lookups promote from the old one, and when the young
+/// one fills, it becomes the old one.
+struct NodeCache {
+    young: std::collections::HashMap<NodeKey, Node>,
+    old: std::collections::HashMap<NodeKey, Node>,
+    generation: usize,
+}
+
+/// Nodes per cache generation (two generations; an internal node is about 1 KiB in memory).
+const NODE_CACHE_GENERATION: usize = 64 * 1024;
+
+impl NodeCache {
+    fn new() -> NodeCache {
+        NodeCache {
+            young: std::collections::HashMap::new(),
+            old: std::collections::HashMap::new(),
+            generation: NODE_CACHE_GENERATION,
+        }
+    }
+
+    fn get(&mut self, key: &NodeKey) -> Option<Node> {
+        if let Some(node) = self.young.get(key) {
+            return Some(node.clone());
+        }
+        let node = self.old.remove(key)?;
+        self.insert(key.clone(), node.clone());
+        Some(node)
+    }
+
+    fn remove(&mut self, key: &NodeKey) {
+        self.young.remove(key);
+        self.old.remove(key);
+    }
+
+    fn insert(&mut self, key: NodeKey, node: Node) {
+        if self.young.len() >= self.generation {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.young.insert(key, node);
+    }
 }
 
 /// The node's durable store. Cheap to clone: clones share one open database, so the driver and
@@ -144,6 +192,7 @@ impl NodeStore {
             stale: ks("jmt_stale")?,
             db,
             writer: Mutex::new(()),
+            node_cache: Mutex::new(NodeCache::new()),
         };
         match inner.meta.get(META_FORMAT)? {
             None => {
@@ -273,7 +322,20 @@ impl NodeStore {
             batch.remove(&s.pending, g.key()?);
         }
         batch.commit()?;
+        // Only what is durable enters the cache.
+        let mut cache = self.node_cache();
+        for (key, node) in nodes {
+            cache.insert(key.clone(), node.clone());
+        }
         Ok(())
+    }
+
+    fn node_cache(&self) -> std::sync::MutexGuard<'_, NodeCache> {
+        // A panic mid-insert leaves at worst a missing entry: the store still has the node.
+        self.inner
+            .node_cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The height of the last commit, if any.
@@ -352,6 +414,7 @@ impl NodeStore {
         let mut batch = s.db.batch();
         let mut pruned = 0;
         let mut leaf_keys = BTreeSet::new();
+        let mut evicted = Vec::new();
         let stale = match keep_from.checked_add(1) {
             Some(end) => s.stale.range(..end.to_be_bytes()),
             None => s.stale.iter(),
@@ -366,6 +429,7 @@ impl NodeStore {
                     leaf_keys.insert(leaf.key_hash());
                 }
                 batch.remove(&s.nodes, node_key);
+                evicted.push(decode_node_key(node_key)?);
                 pruned += 1;
             }
             batch.remove(&s.stale, key);
@@ -392,16 +456,28 @@ impl NodeStore {
             }
         }
         batch.commit()?;
+        // A pruned version must read as gone, from the cache too.
+        let mut cache = self.node_cache();
+        for key in &evicted {
+            cache.remove(key);
+        }
         Ok(pruned)
     }
 }
 
 impl TreeReader for NodeStore {
     fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        if let Some(node) = self.node_cache().get(node_key) {
+            return Ok(Some(node));
+        }
         let key = encode_node_key(node_key);
         match self.inner.nodes.get(&key).map_err(StoreError::from)? {
             None => Ok(None),
-            Some(bytes) => Ok(Some(decode_node(&bytes, &key)?)),
+            Some(bytes) => {
+                let node = decode_node(&bytes, &key)?;
+                self.node_cache().insert(node_key.clone(), node.clone());
+                Ok(Some(node))
+            }
         }
     }
 
