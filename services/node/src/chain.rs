@@ -48,6 +48,9 @@ pub struct ChainConfig {
     /// How long a leader with an empty pool waits for transactions before proposing an empty
     /// block (which still carries the latest state commitment).
     pub empty_block_delay_ms: u64,
+    /// Least time between a block's arrival and a proposal on top of it, unless the pool holds
+    /// a full block (see `Tuning::min_block_interval_ms`).
+    pub min_block_interval_ms: u64,
     /// Blocks most served in one sync response.
     pub sync_batch: u32,
 }
@@ -58,6 +61,7 @@ impl Default for ChainConfig {
             replica: ReplicaConfig::default(),
             mempool: MempoolConfig::default(),
             empty_block_delay_ms: 200,
+            min_block_interval_ms: 0,
             sync_batch: 64,
         }
     }
@@ -510,6 +514,8 @@ struct InflightBlock {
     height: Height,
     parent: BlockId,
     nonces: Vec<(PublicKey, u64)>,
+    /// When this node first stored it: pacing of the proposal on top of it.
+    arrived: Instant,
 }
 
 /// Events for the driver.
@@ -533,6 +539,7 @@ pub struct Driver {
     max_block_txs: usize,
     max_block_bytes: usize,
     empty_block_delay: Duration,
+    min_block_interval: Duration,
 }
 
 impl Driver {
@@ -627,6 +634,7 @@ impl Driver {
             max_block_txs: genesis.params.max_block_txs as usize,
             max_block_bytes: genesis.params.max_block_bytes as usize,
             empty_block_delay: Duration::from_millis(config.empty_block_delay_ms),
+            min_block_interval: Duration::from_millis(config.min_block_interval_ms),
         };
         driver.publish_status();
         Ok((driver, shared))
@@ -711,7 +719,8 @@ impl Driver {
                     self.awaiting_payload = Some((round, parent_id, at));
                     if !self.candidate_txs(parent_id, 1).is_empty() {
                         // Deferred to the select loop so that a burst of arrivals batches up.
-                        self.awaiting_payload = Some((round, parent_id, Instant::now()));
+                        let ready = self.pacing(parent_id).max(Instant::now());
+                        self.awaiting_payload = Some((round, parent_id, ready.min(at)));
                     }
                 }
                 Effect::ValidatePayload { block } => {
@@ -788,8 +797,17 @@ impl Driver {
                 height: block.height(),
                 parent: block.parent_id(),
                 nonces,
+                arrived: Instant::now(),
             },
         );
+    }
+
+    /// The earliest time to propose on top of `parent_id` (see `ChainConfig::min_block_interval_ms`).
+    fn pacing(&self, parent_id: BlockId) -> Instant {
+        match self.inflight.get(&parent_id) {
+            Some(parent) => parent.arrived + self.min_block_interval,
+            None => Instant::now(),
+        }
     }
 
     /// Pool transactions that may follow the uncommitted ancestors of `parent_id`.
@@ -814,8 +832,21 @@ impl Driver {
         let Some((round, parent_id, at)) = self.awaiting_payload else {
             return;
         };
+        let now = Instant::now();
+        if !deadline_passed && now < at {
+            // Before the pacing time only a full block goes out; the pool's size stands in for
+            // the candidates (cheaper, and it is never smaller).
+            let ready = self.pacing(parent_id);
+            let pooled = lock(&self.shared.mempool).len();
+            if now < ready && pooled < self.max_block_txs {
+                if pooled > 0 {
+                    self.awaiting_payload = Some((round, parent_id, ready.min(at)));
+                }
+                return;
+            }
+        }
         let txs = self.candidate_txs(parent_id, self.max_block_txs);
-        if txs.is_empty() && !deadline_passed && Instant::now() < at {
+        if txs.is_empty() && !deadline_passed && now < at {
             return;
         }
         self.awaiting_payload = None;
