@@ -241,10 +241,9 @@ pub struct StateAt<'a> {
 
 impl StateView for StateAt<'_> {
     fn get(&self, key: &StateKey) -> Option<Vec<u8>> {
-        let tree = jmt::JellyfishMerkleTree::<_, sha2::Sha256>::new(self.store);
-        match tree.get(
-            trellis_types::state_proof::key_hash(key.as_bytes()),
+        match self.store.value_at(
             self.version,
+            trellis_types::state_proof::key_hash(key.as_bytes()),
         ) {
             Ok(v) => v,
             Err(e) => {

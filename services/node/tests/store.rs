@@ -386,6 +386,87 @@ fn pruning_keeps_the_latest_versions_provable_and_drops_older_nodes() {
     }
 }
 
+#[test]
+fn a_walk_down_the_tree_answers_as_the_value_history_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut chain = Chain::open(dir.path());
+    chain.genesis();
+    let key = |i: u16| {
+        StateKey::anchor(&Digest([
+            (i % 256) as u8,
+            (i / 256) as u8,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+        ]))
+    };
+    // Enough keys for internal nodes several levels deep; later blocks rewrite some, delete
+    // some (and re-add a few), and one block changes nothing.
+    for h in 1..=6u16 {
+        let mut writes = WriteSet::new();
+        for i in 0..400u16 {
+            let value = match (i + h) % 7 {
+                0 if h > 1 => None,
+                1 | 2 => Some(format!("v{h}/{i}").into_bytes()),
+                _ => continue,
+            };
+            writes.insert(key(i), value);
+        }
+        chain.commit(u64::from(h), &writes, &[]);
+    }
+    chain.commit(7, &WriteSet::new(), &[]);
+    let check = |chain: &Chain| {
+        for v in 0..=7u64 {
+            for i in (0..420u16).chain([9_000, 40_000]) {
+                let k = key(i);
+                let expected = chain.tree.get(v, &k).expect("history read");
+                let walked = chain
+                    .store
+                    .value_at(v, trellis_types::state_proof::key_hash(k.as_bytes()))
+                    .expect("walk");
+                assert_eq!(walked, expected, "key {i} at version {v}");
+            }
+        }
+    };
+    check(&chain);
+    drop(chain);
+    // From the store alone, with a cold node cache.
+    let chain = Chain::open(dir.path());
+    check(&chain);
+    // A pruned version has no root: an error, not an answer from another version.
+    chain.store.prune_state(5).expect("prune");
+    let k = trellis_types::state_proof::key_hash(key(1).as_bytes());
+    assert!(chain.store.value_at(2, k).is_err());
+    assert!(chain.store.value_at(99, k).is_err());
+}
+
 /// Overwrites the tree nodes selected by `which` (by node key) with garbage, and the state root
 /// at height 1 with three bytes, behind the store's back.
 fn corrupt(dir: &Path, which: impl Fn(&[u8]) -> bool) {
