@@ -139,12 +139,13 @@ impl NodeCache {
         }
     }
 
-    fn get(&mut self, key: &NodeKey) -> Option<Node> {
+    /// Runs `f` on a cached node, promoting it from the old generation.
+    fn with<T>(&mut self, key: &NodeKey, f: impl FnOnce(&Node) -> T) -> Option<T> {
         if let Some(node) = self.young.get(key) {
-            return Some(node.clone());
+            return Some(f(node));
         }
         let (key, node) = self.old.remove_entry(key)?;
-        let found = node.clone();
+        let found = f(&node);
         self.insert(key, node);
         Some(found)
     }
@@ -483,16 +484,9 @@ enum Step {
 impl NodeStore {
     /// Runs `f` on a tree node: from the cache without copying it, else from the store (and
     /// then cached). `None` when the node is not stored.
-    fn with_node<T>(
-        &self,
-        key: &NodeKey,
-        f: impl FnOnce(&Node) -> T,
-    ) -> Result<Option<T>, StoreError> {
-        {
-            let cache = self.node_cache();
-            if let Some(node) = cache.young.get(key).or_else(|| cache.old.get(key)) {
-                return Ok(Some(f(node)));
-            }
+    fn with_node<T>(&self, key: &NodeKey, f: impl Fn(&Node) -> T) -> Result<Option<T>, StoreError> {
+        if let Some(out) = self.node_cache().with(key, &f) {
+            return Ok(Some(out));
         }
         let encoded = encode_node_key(key);
         let Some(bytes) = self.inner.nodes.get(&encoded)? else {
@@ -561,18 +555,7 @@ impl NodeStore {
 
 impl TreeReader for NodeStore {
     fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
-        if let Some(node) = self.node_cache().get(node_key) {
-            return Ok(Some(node));
-        }
-        let key = encode_node_key(node_key);
-        match self.inner.nodes.get(&key).map_err(StoreError::from)? {
-            None => Ok(None),
-            Some(bytes) => {
-                let node = decode_node(&bytes, &key)?;
-                self.node_cache().insert(node_key.clone(), node.clone());
-                Ok(Some(node))
-            }
-        }
+        Ok(self.with_node(node_key, Node::clone)?)
     }
 
     fn get_value_option(
