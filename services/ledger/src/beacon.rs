@@ -316,9 +316,9 @@ pub fn execute_block_checked(
     already_verified: impl Fn(usize) -> bool,
 ) -> BlockOutcome {
     let unchecked: Vec<usize> = (0..txs.len()).filter(|i| !already_verified(*i)).collect();
-    let batch: Vec<Transaction> = unchecked.iter().map(|i| txs[*i].clone()).collect();
+    let verdicts = Transaction::verify_batch(unchecked.iter().map(|i| &txs[*i]));
     let mut signatures: Vec<Result<(), trellis_types::TxError>> = vec![Ok(()); txs.len()];
-    for (i, verdict) in unchecked.into_iter().zip(Transaction::verify_batch(&batch)) {
+    for (i, verdict) in unchecked.into_iter().zip(verdicts) {
         signatures[i] = verdict;
     }
     let mut state = Overlay::new(view);

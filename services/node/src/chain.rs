@@ -20,7 +20,7 @@ use crate::state_tree::StateTree;
 use crate::store::{CommitBatch, NodeStore};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, mpsc, watch};
@@ -377,8 +377,7 @@ impl ChainShared {
                 }
             }
         }
-        let txs: Vec<Transaction> = fresh.iter().map(|(_, t)| t.clone()).collect();
-        let verdicts = Transaction::verify_batch(&txs);
+        let verdicts = Transaction::verify_batch(fresh.iter().map(|(_, t)| t));
         let mut added = 0u64;
         {
             let mut pool = lock(&self.mempool);
@@ -534,6 +533,8 @@ pub struct Driver {
     deferred_verdicts: Vec<Block>,
     inflight: BTreeMap<BlockId, InflightBlock>,
     decoded: BTreeMap<BlockId, Option<Arc<Vec<Transaction>>>>,
+    /// Set while a prune of old tree versions runs on its own thread.
+    pruning: Arc<AtomicBool>,
     epoch_length: Option<u64>,
     max_block_txs: usize,
     max_block_bytes: usize,
@@ -629,6 +630,7 @@ impl Driver {
             deferred_verdicts: Vec::new(),
             inflight: BTreeMap::new(),
             decoded: BTreeMap::new(),
+            pruning: Arc::new(AtomicBool::new(false)),
             epoch_length: genesis.params.epoch_length_blocks,
             max_block_txs: genesis.params.max_block_txs as usize,
             max_block_bytes: genesis.params.max_block_bytes as usize,
@@ -1014,12 +1016,28 @@ impl Driver {
         self.inflight.retain(|_, b| b.height > height);
         let inflight = &self.inflight;
         self.decoded.retain(|id, _| inflight.contains_key(id));
-        // Old tree versions are only needed for proofs against recent heads.
+        // Old tree versions are only needed for proofs against recent heads. Pruning deletes
+        // hundreds of thousands of records: on its own thread, so that commits (and with them
+        // latency) do not wait for it. One at a time; a skipped round is covered by the next.
         if height.is_multiple_of(PRUNE_EVERY)
             && height > KEEP_VERSIONS
-            && let Err(e) = self.shared.store.prune_state(height - KEEP_VERSIONS)
+            && !self.pruning.swap(true, Ordering::AcqRel)
         {
-            tracing::warn!(error = %e, "state pruning failed");
+            let store = self.shared.store.clone();
+            let pruning = self.pruning.clone();
+            let keep_from = height - KEEP_VERSIONS;
+            let spawned = std::thread::Builder::new()
+                .name("trellis-prune".into())
+                .spawn(move || {
+                    if let Err(e) = store.prune_state(keep_from) {
+                        tracing::warn!(error = %e, "state pruning failed");
+                    }
+                    pruning.store(false, Ordering::Release);
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "state pruning could not start");
+                self.pruning.store(false, Ordering::Release);
+            }
         }
         let m = &self.shared.metrics;
         m.blocks_committed.fetch_add(1, Ordering::Relaxed);

@@ -141,8 +141,7 @@ impl Mempool {
                 Err(e) => results.push(Err(e)),
             }
         }
-        let txs: Vec<Transaction> = candidates.iter().map(|(_, t)| t.clone()).collect();
-        let verdicts = Transaction::verify_batch(&txs);
+        let verdicts = Transaction::verify_batch(candidates.iter().map(|(_, t)| t));
         for ((slot, tx), verdict) in candidates.into_iter().zip(verdicts) {
             results[slot] = match verdict {
                 Err(e) => Err(e.into()),

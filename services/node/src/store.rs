@@ -29,7 +29,13 @@
 //! | `meta`        | `format`, `head`, `safety`, `last`    | format byte, bytes, bytes, height|
 //! | `jmt_nodes`   | node key (version ‖ nibble path)      | node                             |
 //! | `jmt_values`  | key hash (32) ‖ version               | 0 (deleted) or 1 ‖ value bytes   |
-//! | `jmt_stale`   | stale-since version ‖ node key        | empty                            |
+//! | `jmt_stale`   | stale-since version                   | the nodes it made stale (below)  |
+//!
+//! A version's stale record lists, per node: a tag (0 not a leaf, 1 a leaf, 2 not known), the
+//! node key's length (1) and bytes, and for a leaf its key hash (32). One record per version
+//! rather than one per node: a third fewer store writes per block, and pruning learns which
+//! nodes were leaves without reading them. Stores written before kept one entry per node
+//! (`stale-since version ‖ node key` → empty); pruning reads both.
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
 use jmt::storage::{LeafNode, NibblePath, Node, NodeKey, TreeReader, TreeUpdateBatch};
@@ -47,6 +53,11 @@ const META_FORMAT: &[u8] = b"format";
 const META_HEAD: &[u8] = b"head";
 const META_SAFETY: &[u8] = b"safety";
 const META_LAST: &[u8] = b"last";
+
+/// Memtable size per keyspace. fjall's default (64 MiB) grows a node by several hundred MiB
+/// under load before the first flush, every page of it faulted in, and a deeper skiplist makes
+/// each insert slower; flushes of 16 MiB are still few (a few per second at full load).
+const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The hash of jmt's empty (null) node.
 const PLACEHOLDER_HASH: [u8; 32] = *b"SPARSE_MERKLE_PLACEHOLDER_HASH__";
@@ -105,8 +116,11 @@ struct Inner {
     nodes: Keyspace,
     values: Keyspace,
     stale: Keyspace,
-    /// Serialises the writers that check-then-write (commit, prune).
+    /// Serialises the commits (check-then-write).
     writer: Mutex<()>,
+    /// Serialises the prunes. Apart from the commits: a prune only deletes what versions
+    /// before `keep_from` alone needed, and a commit only writes a newer version.
+    pruner: Mutex<()>,
     /// Decoded tree nodes recently written or read (see [`NodeCache`]).
     node_cache: Mutex<NodeCache>,
 }
@@ -131,10 +145,12 @@ const NODE_CACHE_GENERATION: usize = 64 * 1024;
 impl NodeCache {
     fn new() -> NodeCache {
         let generation = NODE_CACHE_GENERATION;
+        // Both sized up front and reused: growing a generation rehashed every node in it
+        // several times, and a fresh table per generation was fresh memory to fault in.
+        let table = || FxHashMap::with_capacity_and_hasher(generation, Default::default());
         NodeCache {
-            // Sized up front: growing a generation rehashed every node in it several times.
-            young: FxHashMap::with_capacity_and_hasher(generation, Default::default()),
-            old: FxHashMap::default(),
+            young: table(),
+            old: table(),
             generation,
         }
     }
@@ -150,6 +166,11 @@ impl NodeCache {
         Some(found)
     }
 
+    /// Runs `f` on a cached node without promoting it.
+    fn peek<T>(&self, key: &NodeKey, f: impl FnOnce(&Node) -> T) -> Option<T> {
+        self.young.get(key).or_else(|| self.old.get(key)).map(f)
+    }
+
     fn remove(&mut self, key: &NodeKey) {
         self.young.remove(key);
         self.old.remove(key);
@@ -157,8 +178,8 @@ impl NodeCache {
 
     fn insert(&mut self, key: NodeKey, node: Node) {
         if self.young.len() >= self.generation && !self.young.contains_key(&key) {
-            let fresh = FxHashMap::with_capacity_and_hasher(self.generation, Default::default());
-            self.old = std::mem::replace(&mut self.young, fresh);
+            self.old.clear();
+            std::mem::swap(&mut self.young, &mut self.old);
         }
         self.young.insert(key, node);
     }
@@ -184,7 +205,11 @@ impl NodeStore {
     /// every commit that returned is there, nothing of a commit that did not.
     pub fn open(dir: &Path) -> Result<NodeStore, StoreError> {
         let db = Database::builder(dir).open()?;
-        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        let ks = |name: &str| {
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+            })
+        };
         let inner = Inner {
             path: dir.to_path_buf(),
             blocks: ks("blocks")?,
@@ -200,6 +225,7 @@ impl NodeStore {
             stale: ks("jmt_stale")?,
             db,
             writer: Mutex::new(()),
+            pruner: Mutex::new(()),
             node_cache: Mutex::new(NodeCache::new()),
         };
         match inner.meta.get(META_FORMAT)? {
@@ -288,9 +314,10 @@ impl NodeStore {
         let h = c.height.to_be_bytes();
         let nodes = c.tree.node_batch.nodes();
         let values = c.tree.node_batch.values();
+        let stale = self.stale_record(&c.tree);
         let mut batch = OwnedWriteBatch::with_capacity(
             s.db.clone(),
-            8 + c.txs.len() + nodes.len() + values.len() + c.tree.stale_node_index_batch.len(),
+            9 + c.txs.len() + nodes.len() + values.len(),
         )
         .durability(Some(PersistMode::SyncAll));
         batch.insert(&s.blocks, h, c.block);
@@ -319,12 +346,8 @@ impl NodeStore {
                 encode_value(value.as_deref()),
             );
         }
-        for stale in &c.tree.stale_node_index_batch {
-            batch.insert(
-                &s.stale,
-                stale_key(stale.stale_since_version, &stale.node_key),
-                [],
-            );
+        if !stale.is_empty() {
+            batch.insert(&s.stale, h, stale);
         }
         for g in s.pending.range(..=pending_key(c.height, &[0xff; 32])) {
             batch.remove(&s.pending, g.key()?);
@@ -336,6 +359,34 @@ impl NodeStore {
             cache.insert(key.clone(), node.clone());
         }
         Ok(())
+    }
+
+    /// The version's stale record (see the module doc). Whether a node is a leaf comes from the
+    /// cache, which holds nearly all of them (the update just read them); the rest are
+    /// marked not known, for the prune to read.
+    fn stale_record(&self, tree: &TreeUpdateBatch) -> Vec<u8> {
+        let stale = &tree.stale_node_index_batch;
+        let mut out = Vec::with_capacity(stale.len() * 48);
+        let cache = self.node_cache();
+        for s in stale {
+            let key = encode_node_key(&s.node_key);
+            let leaf = cache.peek(&s.node_key, |node| match node {
+                Node::Leaf(leaf) => Some(leaf.key_hash()),
+                _ => None,
+            });
+            out.push(match leaf {
+                Some(None) => STALE_INNER,
+                Some(Some(_)) => STALE_LEAF,
+                None => STALE_UNKNOWN,
+            });
+            // A node key is at most 8 + 1 + 32 bytes.
+            out.push(key.len() as u8);
+            out.extend_from_slice(&key);
+            if let Some(Some(kh)) = leaf {
+                out.extend_from_slice(&kh.0);
+            }
+        }
+        out
     }
 
     fn node_cache(&self) -> std::sync::MutexGuard<'_, NodeCache> {
@@ -415,9 +466,14 @@ impl NodeStore {
     /// Deletes the JMT nodes that became stale at or before `keep_from` (every version from
     /// `keep_from` on stays readable) and the value history those versions no longer need.
     /// Returns the number of nodes deleted. Not synced by itself (the next sync covers it; a
-    /// crash before it only leaves garbage that the next prune deletes).
+    /// crash before it only leaves garbage that the next prune deletes). May run beside
+    /// commits (see `Inner::pruner`).
     pub fn prune_state(&self, keep_from: u64) -> Result<usize, StoreError> {
-        let _writer = self.write_lock();
+        let _pruner = self
+            .inner
+            .pruner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let s = &self.inner;
         let mut batch = s.db.batch();
         let mut pruned = 0;
@@ -428,16 +484,33 @@ impl NodeStore {
             None => s.stale.iter(),
         };
         for g in stale {
-            let key = g.key()?;
-            let node_key = key
-                .get(8..)
-                .ok_or_else(|| corrupt("stale-node index key", format!("{} bytes", key.len())))?;
-            if let Some(bytes) = s.nodes.get(node_key)? {
-                if let Node::Leaf(leaf) = decode_node(&bytes, node_key)? {
-                    leaf_keys.insert(leaf.key_hash());
+            let (key, record) = g.into_inner()?;
+            let entries = if key.len() == 8 {
+                decode_stale_record(&record, &key)?
+            } else {
+                // One entry per node, as stores of the first layout wrote them.
+                let node_key = key.get(8..).ok_or_else(|| {
+                    corrupt("stale-node index key", format!("{} bytes", key.len()))
+                })?;
+                vec![(node_key.to_vec(), StaleKind::Unknown)]
+            };
+            for (node_key, kind) in entries {
+                match kind {
+                    StaleKind::Leaf(kh) => {
+                        leaf_keys.insert(kh);
+                    }
+                    StaleKind::Inner => {}
+                    StaleKind::Unknown => match s.nodes.get(&node_key)? {
+                        Some(bytes) => {
+                            if let Node::Leaf(leaf) = decode_node(&bytes, &node_key)? {
+                                leaf_keys.insert(leaf.key_hash());
+                            }
+                        }
+                        None => continue,
+                    },
                 }
-                batch.remove(&s.nodes, node_key);
-                evicted.push(decode_node_key(node_key)?);
+                batch.remove(&s.nodes, node_key.as_slice());
+                evicted.push(decode_node_key(&node_key)?);
                 pruned += 1;
             }
             batch.remove(&s.stale, key);
@@ -668,10 +741,44 @@ fn value_key(kh: &KeyHash, version: Version) -> Vec<u8> {
     k
 }
 
-fn stale_key(stale_since: Version, node_key: &NodeKey) -> Vec<u8> {
-    let mut k = stale_since.to_be_bytes().to_vec();
-    k.extend_from_slice(&encode_node_key(node_key));
-    k
+const STALE_INNER: u8 = 0;
+const STALE_LEAF: u8 = 1;
+const STALE_UNKNOWN: u8 = 2;
+
+/// A node in a stale record: an internal (or null) node, a leaf with its key hash, or not
+/// known (the prune reads it).
+enum StaleKind {
+    Inner,
+    Leaf(KeyHash),
+    Unknown,
+}
+
+/// The entries of a version's stale record (see the module doc): encoded node key and kind.
+fn decode_stale_record(record: &[u8], key: &[u8]) -> Result<Vec<(Vec<u8>, StaleKind)>, StoreError> {
+    let bad = |detail: &str| corrupt(format!("stale record {}", hex::encode(key)), detail);
+    let mut rest = record;
+    let mut out = Vec::new();
+    while let Some((&tag, tail)) = rest.split_first() {
+        let (&len, tail) = tail.split_first().ok_or_else(|| bad("truncated"))?;
+        let (node_key, tail) = tail
+            .split_at_checked(usize::from(len))
+            .ok_or_else(|| bad("truncated"))?;
+        rest = tail;
+        let kind = match tag {
+            STALE_INNER => StaleKind::Inner,
+            STALE_UNKNOWN => StaleKind::Unknown,
+            STALE_LEAF => {
+                let (kh, tail) = rest
+                    .split_first_chunk::<32>()
+                    .ok_or_else(|| bad("truncated"))?;
+                rest = tail;
+                StaleKind::Leaf(KeyHash(*kh))
+            }
+            _ => return Err(bad("unknown tag")),
+        };
+        out.push((node_key.to_vec(), kind));
+    }
+    Ok(out)
 }
 
 fn encode_value(value: Option<&[u8]>) -> Vec<u8> {

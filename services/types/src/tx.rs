@@ -395,7 +395,10 @@ impl Transaction {
 
     /// Verifies many signatures in one batch; if the batch fails, finds the bad ones. Returns
     /// one result per transaction, in order.
-    pub fn verify_batch(txs: &[Transaction]) -> Vec<Result<(), TxError>> {
+    pub fn verify_batch<'a>(
+        txs: impl IntoIterator<Item = &'a Transaction>,
+    ) -> Vec<Result<(), TxError>> {
+        let txs: Vec<&Transaction> = txs.into_iter().collect();
         let items: Vec<(PublicKey, Signature, Vec<u8>)> = txs
             .iter()
             .map(|t| (t.sender, t.signature, signing_bytes(&t.body)))
@@ -403,7 +406,7 @@ impl Transaction {
         match crypto::verify_batch(&items) {
             Ok(()) => vec![Ok(()); txs.len()],
             Err(CryptoError::BadKey | CryptoError::BadSignature) => {
-                txs.iter().map(Transaction::verify_signature).collect()
+                txs.iter().map(|t| t.verify_signature()).collect()
             }
         }
     }
