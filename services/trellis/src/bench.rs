@@ -119,7 +119,9 @@ pub async fn run(args: BenchArgs) -> Result<i32> {
             break;
         };
         let node = nodes[i % nodes.len()].clone();
-        let body = serde_json::json!({ "txs": chunk.iter().map(|t| hex::encode(&t.1)).collect::<Vec<_>>() });
+        let body = prost::Message::encode_to_vec(&trellis_types::pb::SignedTransactionBatch {
+            txs: chunk.iter().map(|t| t.1.clone()).collect(),
+        });
         let hashes: Vec<Digest> = chunk.iter().map(|t| t.0).collect();
         let client = client.clone();
         let sent = sent.clone();
@@ -134,7 +136,11 @@ pub async fn run(args: BenchArgs) -> Result<i32> {
             }
             match client
                 .post(format!("{node}/v1/transactions"))
-                .json(&body)
+                .header(
+                    "content-type",
+                    format!("application/x-protobuf; {}", trellis_node::api::BATCH_PROTO),
+                )
+                .body(body)
                 .send()
                 .await
             {

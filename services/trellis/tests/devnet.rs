@@ -10,7 +10,7 @@ use trellis::devnet;
 use trellis_node::node::{KeyFile, NodeConfig, RunningNode};
 use trellis_types::bundle::AnchorBundle;
 use trellis_types::genesis::Genesis;
-use trellis_types::{Action, Digest, Signer, Tag, Transaction};
+use trellis_types::{Action, Digest, Signer, Tag, Transaction, pb};
 
 struct Devnet {
     _dir: tempfile::TempDir,
@@ -241,6 +241,46 @@ async fn bad_input_gets_problem_json_and_the_node_keeps_serving() {
     let v: Value = resp.json().await.expect("json");
     assert_eq!(v["field"], "txs[1]");
 
+    // The protobuf batch: malformed, empty, and one good and one forged transaction.
+    let batch_ct = format!("application/x-protobuf; {}", trellis_node::api::BATCH_PROTO);
+    let post_batch = |body: Vec<u8>| {
+        net.client
+            .post(format!("{}/v1/transactions", net.url(0)))
+            .header("content-type", batch_ct.clone())
+            .body(body)
+            .send()
+    };
+    let resp = post_batch(vec![0xff, 0x01, 0x02]).await.expect("request");
+    assert_eq!(resp.status().as_u16(), 400);
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v["field"], "body", "{v}");
+    let empty = prost::Message::encode_to_vec(&pb::SignedTransactionBatch { txs: vec![] });
+    let resp = post_batch(empty).await.expect("request");
+    assert_eq!(resp.status().as_u16(), 400);
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v["field"], "txs", "{v}");
+    let batched = anchor_tx(&net.account("member-1"), 0, Digest::of(b"batched"), "b");
+    let mut forged_in_batch = anchor_tx(&net.account("member-1"), 1, Digest::of(b"f"), "f")
+        .encoded()
+        .to_vec();
+    if let Some(last) = forged_in_batch.last_mut() {
+        *last ^= 1;
+    }
+    let body = prost::Message::encode_to_vec(&pb::SignedTransactionBatch {
+        txs: vec![batched.encoded().to_vec(), forged_in_batch],
+    });
+    let resp = post_batch(body).await.expect("request");
+    assert_eq!(resp.status().as_u16(), 200);
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(
+        (v["accepted"].as_u64(), v["rejected"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v["results"][0]["hash"], batched.hash().to_hex(), "{v}");
+    assert_eq!(v["results"][1]["error"]["field"], "txs[1]", "{v}");
+    net.wait_status(0, &batched.hash(), "committed").await;
+
     // Bad signature: flip the last byte (inside the signature).
     let mut forged = good.encoded().to_vec();
     if let Some(last) = forged.last_mut() {
@@ -286,6 +326,8 @@ async fn bad_input_gets_problem_json_and_the_node_keeps_serving() {
     let (code, _, v) = net.post_tx(2, good.encoded().to_vec()).await;
     assert_eq!(code, 202, "{v}");
     net.wait_status(2, &good.hash(), "committed").await;
+    // Until node 3 has committed it too, its pool holds it (a duplicate, not a replay).
+    net.wait_status(3, &good.hash(), "committed").await;
     let (code, _, v) = net.post_tx(3, good.encoded().to_vec()).await;
     assert_eq!(code, 409, "{v}");
 
