@@ -56,7 +56,29 @@ impl Network {
     }
 }
 
+/// A port that is free now and stays likely free until the node binds it. Ports come from below
+/// the kernel's ephemeral range: a port the kernel hands out for `bind(0)` is also one it may
+/// give an outgoing connection (a started node dialling its peers) before the node that was
+/// assigned it starts, and then that node cannot bind it.
 pub(crate) fn free_port() -> Result<u16> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let low = ephemeral_low.saturating_sub(12_000).max(1_024);
+    let span = ephemeral_low.saturating_sub(low).max(1);
+    // Start where another process (another test binary, another devnet) is unlikely to.
+    let seed = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let offset = (seed + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) % span;
+        let Ok(port) = u16::try_from(low + offset) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("no free port")?;
     Ok(l.local_addr()?.port())
 }
