@@ -161,6 +161,16 @@ pub struct BatchAccepted {
 
 const MAX_BATCH: usize = 10_000;
 
+fn batch_size_problem() -> Response {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "malformed-body",
+        format!("a batch holds 1 to {MAX_BATCH} transactions"),
+    )
+    .field("txs")
+    .into_response()
+}
+
 /// The content-type parameter value that marks a protobuf body as a batch.
 pub const BATCH_PROTO: &str = "proto=trellis.v1.SignedTransactionBatch";
 
@@ -195,13 +205,7 @@ async fn submit(State(st): St, headers: HeaderMap, body: Bytes) -> Response {
                     }
                 };
             if batch.txs.is_empty() || batch.txs.len() > MAX_BATCH {
-                return Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "malformed-body",
-                    format!("a batch holds 1 to {MAX_BATCH} transactions"),
-                )
-                .field("txs")
-                .into_response();
+                return batch_size_problem();
             }
             (batch.txs, false)
         }
@@ -225,13 +229,7 @@ async fn submit(State(st): St, headers: HeaderMap, body: Bytes) -> Response {
             },
             (None, Some(txs)) => {
                 if txs.is_empty() || txs.len() > MAX_BATCH {
-                    return Problem::new(
-                        StatusCode::BAD_REQUEST,
-                        "malformed-body",
-                        format!("a batch holds 1 to {MAX_BATCH} transactions"),
-                    )
-                    .field("txs")
-                    .into_response();
+                    return batch_size_problem();
                 }
                 let mut raw = Vec::with_capacity(txs.len());
                 for (i, t) in txs.iter().enumerate() {
