@@ -591,6 +591,7 @@ impl Driver {
                 blocks.push(b);
             }
         }
+        replay_tree(&genesis.chain_id, &store)?;
         let executed = committed.height;
         let replica = Replica::new(
             config.replica.clone(),
@@ -649,7 +650,13 @@ impl Driver {
             let payload_at = self.awaiting_payload.map(|(_, _, at)| at);
             tokio::select! {
                 ev = events.recv() => match ev {
-                    None | Some(DriverEvent::Shutdown) => break,
+                    None | Some(DriverEvent::Shutdown) => {
+                        // The next start then has no blocks to replay.
+                        if let Err(e) = self.shared.store.flush_tree() {
+                            tracing::warn!(error = %e, "state tree flush at shutdown failed");
+                        }
+                        break;
+                    }
                     Some(DriverEvent::Consensus { from, message }) => {
                         self.step(Input::Message { from, message });
                     }
@@ -939,18 +946,9 @@ impl Driver {
     ) -> Result<(), ChainError> {
         let started = std::time::Instant::now();
         let height = block.height();
-        // Validators checked the payload before voting; a payload that still fails to decode
-        // executes as empty, the same on every node.
         let txs: Arc<Vec<Transaction>> = match self.decoded.remove(&block.id()).flatten() {
             Some(txs) => txs,
-            None => {
-                let raw = payload::decode(&block.payload, usize::MAX).unwrap_or_default();
-                Arc::new(
-                    raw.iter()
-                        .filter_map(|r| Transaction::decode(r, usize::MAX).ok())
-                        .collect(),
-                )
-            }
+            None => Arc::new(committed_txs(block)),
         };
         // Signatures this node verified at admission are not verified again (see
         // `execute_block_checked`); the pool lock is held only to look them up.
@@ -1071,6 +1069,49 @@ impl Driver {
             Err(p) => *p.into_inner() = status,
         }
     }
+}
+
+/// A committed block's transactions as execution takes them. Validators checked the payload
+/// before voting; a payload that still fails to decode executes as empty, the same on every
+/// node.
+fn committed_txs(block: &Block) -> Vec<Transaction> {
+    payload::decode(&block.payload, usize::MAX)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| Transaction::decode(r, usize::MAX).ok())
+        .collect()
+}
+
+/// Rebuilds the state tree above its last flush (after a crash; see the store's "Write-behind
+/// tree") by executing the committed blocks there again. Execution is deterministic, and the
+/// store checks each rebuilt root against the committed one.
+fn replay_tree(chain_id: &str, store: &NodeStore) -> Result<(), ChainError> {
+    let Some(last) = store.last_committed_height()? else {
+        return Ok(());
+    };
+    let mut at = store
+        .tree_version()
+        .ok_or(ChainError::Corrupt("state tree (none flushed)"))?;
+    let from = at;
+    while at < last {
+        let height = at + 1;
+        let bytes = store
+            .block(height)?
+            .ok_or(ChainError::Corrupt("committed block"))?;
+        let block =
+            wire::decode_block(&bytes).map_err(|_| ChainError::Corrupt("committed block"))?;
+        let txs = committed_txs(&block);
+        let view = StateAt { store, version: at };
+        // Nothing was admitted in this process: every signature is checked.
+        let outcome = execute_block_checked(chain_id, height, &view, &txs, |_| false);
+        let (_, batch) = StateTree::resume(store.clone(), at).prepare(height, &outcome.writes)?;
+        store.replay_tree(height, batch)?;
+        at = height;
+    }
+    if last > from {
+        tracing::info!(from, to = last, "state tree rebuilt from committed blocks");
+    }
+    Ok(())
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -6,10 +6,11 @@
 //!
 //! One database means one journal: a write made durable with `PersistMode::SyncAll` makes every
 //! earlier write durable too. [`NodeStore::commit`] writes everything a committed height needs
-//! (block, certificate, tx index, root, JMT update, epoch change, head record, pending-block
-//! deletions) as ONE atomic batch synced before it returns, so after a crash a height is either
-//! fully there or not at all. [`NodeStore::put_safety`] syncs too; pending blocks and pruning
-//! are not synced by themselves (the next sync covers them).
+//! (block, certificate, tx index, root, epoch change, head record, pending-block deletions, and
+//! at a flush the state tree; see "Write-behind tree") as ONE atomic batch synced before it
+//! returns, so after a crash a height is either fully there or not at all.
+//! [`NodeStore::put_safety`] syncs too; pending blocks and pruning are not synced by themselves
+//! (the next sync covers them).
 //!
 //! # Layout
 //!
@@ -26,33 +27,59 @@
 //! | `txs`         | tx hash (32)                          | caller's location/outcome record |
 //! | `roots`       | height                                | state root (32)                  |
 //! | `epochs`      | epoch                                 | proof that ended the epoch       |
-//! | `meta`        | `format`, `head`, `safety`, `last`    | format byte, bytes, bytes, height|
+//! | `meta`        | `format` `head` `safety` `last` `tree`| format, bytes, bytes, heights    |
 //! | `jmt_nodes`   | node key (version ‖ nibble path)      | node                             |
 //! | `jmt_values`  | key hash (32) ‖ version               | 0 (deleted) or 1 ‖ value bytes   |
-//! | `jmt_stale`   | stale-since version                   | the nodes it made stale (below)  |
+//! | `jmt_stale`   | flush version                         | the nodes it made stale (below)  |
 //!
-//! A version's stale record lists, per node: a tag (0 not a leaf, 1 a leaf, 2 not known), the
-//! node key's length (1) and bytes, and for a leaf its key hash (32). One record per version
-//! rather than one per node: a third fewer store writes per block, and pruning learns which
-//! nodes were leaves without reading them. Stores written before kept one entry per node
-//! (`stale-since version ‖ node key` → empty); pruning reads both.
+//! A flush's stale record lists, per node: a tag (0 not a leaf, 1 a leaf, 2 not known), the
+//! node key's length (1) and bytes, and for a leaf its key hash (32). One record per flush
+//! rather than one per node: fewer store writes, and pruning learns which nodes were leaves
+//! without reading them. Older stores kept one entry per node (`stale-since version ‖ node
+//! key` → empty); pruning reads both.
+//!
+//! # Write-behind tree
+//!
+//! A block's tree update rewrites every node on the path to each key it touches, and the
+//! upper levels are rewritten by nearly every block: written per block, tree nodes were over
+//! half of the bytes a commit wrote, most of them stale a block later (written behind, a node
+//! writes about 42 % fewer bytes per transaction). So the updates of the
+//! latest versions stay in memory, and every `tree_flush_every` versions one batch writes what
+//! the latest of them needs: the window's nodes that are still live, each key's newest value,
+//! and the record of the stored nodes the window made stale (keyed by the flush version);
+//! `meta/tree` then names that version. A commit stays atomic and synced for everything else,
+//! so a crash loses no committed block; what it loses is the tree above `meta/tree`, which the
+//! chain rebuilds by executing the committed blocks above it again ([`NodeStore::replay_tree`];
+//! execution is deterministic and each replayed root is checked against the stored one).
+//!
+//! Readable versions: every version from the flush before the last one on (memory holds the
+//! updates since then), and the flushed versions themselves until pruning.
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
-use jmt::storage::{LeafNode, NibblePath, Node, NodeKey, TreeReader, TreeUpdateBatch};
+use jmt::storage::{
+    LeafNode, NibblePath, Node, NodeKey, StaleNodeIndex, TreeReader, TreeUpdateBatch,
+};
 use jmt::{KeyHash, OwnedValue, Version};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use sha2::Sha256;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// The layout version written in `meta/format`.
-const FORMAT: u8 = 1;
+/// The layout version written in `meta/format`. Format 1 wrote the tree with every commit and
+/// had no `meta/tree`; it opens as format 2 with its tree flushed at the last committed height.
+const FORMAT: u8 = 2;
 
 const META_FORMAT: &[u8] = b"format";
 const META_HEAD: &[u8] = b"head";
 const META_SAFETY: &[u8] = b"safety";
 const META_LAST: &[u8] = b"last";
+const META_TREE: &[u8] = b"tree";
+
+/// Versions between tree flushes (see "Write-behind tree"): long enough that the upper levels
+/// are written once per window rather than per block, short enough that a restart replays
+/// only a few blocks and memory holds at most twice this many versions' updates.
+pub const TREE_FLUSH_EVERY: u64 = 16;
 
 /// Memtable size per keyspace. fjall's default (64 MiB) grows a node by several hundred MiB
 /// under load before the first flush, every page of it faulted in, and a deeper skiplist makes
@@ -121,18 +148,108 @@ struct Inner {
     /// Serialises the prunes. Apart from the commits: a prune only deletes what versions
     /// before `keep_from` alone needed, and a commit only writes a newer version.
     pruner: Mutex<()>,
-    /// Decoded tree nodes recently written or read (see [`NodeCache`]).
-    node_cache: Mutex<NodeCache>,
+    /// Versions between tree flushes.
+    tree_flush_every: u64,
+    /// The unflushed tree updates and the node cache. Changed by commits, replays and flushes
+    /// (all under `writer`) and, for the cache, by reads.
+    tree_memory: Mutex<TreeMemory>,
 }
 
-/// Tree nodes most recently written or read, decoded. A block's tree update reads the current
-/// node on every touched path; without the cache each is a store lookup and a decode, about a
-/// third of the update's cost. Node keys carry their version and a node never changes once
-/// written, so a cached node is always the stored one; pruning evicts what it deletes. Two
-/// generations approximate LRU at O(1): lookups promote from the old one, and when the young
-/// one fills, it becomes the old one. Keys are hashed with FxHash: they are not chosen by
-/// peers (a node key is a version and a path of a SHA-256 key hash), and SipHash was a tenth
-/// of the cache's cost.
+struct TreeMemory {
+    recent: Recent,
+    cache: NodeCache,
+}
+
+/// The tree updates of the versions above the last flush, and of the window before it, which
+/// reads of its versions still need (see "Write-behind tree"). Kept as jmt produced them: a
+/// node is found by its version, so taking an update in copies nothing.
+struct Recent {
+    /// The tree's latest version (committed or replayed); `None` before genesis.
+    latest: Option<Version>,
+    /// The highest version whose tree the store holds in full; `None` before genesis.
+    flushed: Option<Version>,
+    /// The updates held, by version.
+    updates: BTreeMap<Version, TreeUpdateBatch>,
+    /// Per key, the versions held that wrote it, ascending.
+    writes: FxHashMap<KeyHash, Vec<Version>>,
+}
+
+impl Recent {
+    fn above_flush(&self, version: Version) -> bool {
+        self.flushed.is_none_or(|f| version > f)
+    }
+
+    fn node(&self, key: &NodeKey) -> Option<&Node> {
+        self.updates.get(&key.version())?.node_batch.get_node(key)
+    }
+
+    /// The newest value of `kh` held at or below `max_version` (`Some(None)`: deleted).
+    fn value(&self, max_version: Version, kh: KeyHash) -> Option<Option<&OwnedValue>> {
+        let version = *self
+            .writes
+            .get(&kh)?
+            .iter()
+            .rev()
+            .find(|v| **v <= max_version)?;
+        let values = self.updates.get(&version)?.node_batch.values();
+        values.get(&(version, kh)).map(Option::as_ref)
+    }
+
+    /// The updates above the last flush, oldest first.
+    fn unflushed(&self) -> impl Iterator<Item = &TreeUpdateBatch> {
+        let from = self.flushed.map_or(0, |f| f.saturating_add(1));
+        self.updates.range(from..).map(|(_, update)| update)
+    }
+}
+
+impl TreeMemory {
+    /// Takes in a committed (or replayed) version's update.
+    fn record(&mut self, version: Version, tree: TreeUpdateBatch) {
+        let r = &mut self.recent;
+        for (v, kh) in tree.node_batch.values().keys() {
+            r.writes.entry(*kh).or_default().push(*v);
+        }
+        r.updates.insert(version, tree);
+        r.latest = Some(version);
+    }
+
+    /// The tree up to `version` is in the store: what only versions before the previous flush
+    /// needed is dropped.
+    fn flushed(&mut self, version: Version) {
+        let r = &mut self.recent;
+        if let Some(before) = r.flushed.replace(version) {
+            r.updates = r.updates.split_off(&before.saturating_add(1));
+            r.writes.retain(|_, versions| {
+                versions.retain(|v| *v > before);
+                !versions.is_empty()
+            });
+        }
+    }
+
+    /// Runs `f` on a tree node held in memory.
+    fn with<T>(&mut self, key: &NodeKey, f: impl FnOnce(&Node) -> T) -> Option<T> {
+        match self.recent.node(key) {
+            Some(node) => Some(f(node)),
+            None => self.cache.with(key, f),
+        }
+    }
+
+    fn peek<T>(&self, key: &NodeKey, f: impl FnOnce(&Node) -> T) -> Option<T> {
+        match self.recent.node(key) {
+            Some(node) => Some(f(node)),
+            None => self.cache.peek(key, f),
+        }
+    }
+}
+
+/// Tree nodes most recently read from the store, decoded (the latest versions' nodes are in
+/// [`Recent`]). A block's tree update reads the current node on every touched path; without
+/// the cache each older one is a store lookup and a decode. Node keys carry their version and
+/// a node never changes once written, so a cached node is always the stored one; pruning
+/// evicts what it deletes. Two generations approximate LRU at O(1): lookups promote from the
+/// old one, and when the young one fills, it becomes the old one. Keys are hashed with FxHash:
+/// they are not chosen by peers (a node key is a version and a path of a SHA-256 key hash),
+/// and SipHash was a tenth of the cache's cost.
 struct NodeCache {
     young: FxHashMap<NodeKey, Node>,
     old: FxHashMap<NodeKey, Node>,
@@ -204,6 +321,12 @@ impl NodeStore {
     /// Opens (creating if needed) the store in `dir`. Recovers from the journal after a crash:
     /// every commit that returned is there, nothing of a commit that did not.
     pub fn open(dir: &Path) -> Result<NodeStore, StoreError> {
+        NodeStore::open_with(dir, TREE_FLUSH_EVERY)
+    }
+
+    /// [`open`](Self::open) with the tree flushed every `tree_flush_every` versions (at least
+    /// 1: every commit).
+    pub fn open_with(dir: &Path, tree_flush_every: u64) -> Result<NodeStore, StoreError> {
         let db = Database::builder(dir).open()?;
         let ks = |name: &str| {
             db.keyspace(name, || {
@@ -226,7 +349,20 @@ impl NodeStore {
             db,
             writer: Mutex::new(()),
             pruner: Mutex::new(()),
-            node_cache: Mutex::new(NodeCache::new()),
+            tree_flush_every: tree_flush_every.max(1),
+            tree_memory: Mutex::new(TreeMemory {
+                recent: Recent {
+                    latest: None,
+                    flushed: None,
+                    updates: BTreeMap::new(),
+                    writes: FxHashMap::default(),
+                },
+                cache: NodeCache::new(),
+            }),
+        };
+        let last = match inner.meta.get(META_LAST)? {
+            None => None,
+            Some(v) => Some(be_u64(&v, || "last committed height".into())?),
         };
         match inner.meta.get(META_FORMAT)? {
             None => {
@@ -235,10 +371,37 @@ impl NodeStore {
                 batch.commit()?;
             }
             Some(v) if v.as_ref() == [FORMAT] => {}
+            Some(v) if v.as_ref() == [1] => {
+                // Format 1 wrote the whole tree with every commit.
+                let mut batch = inner.db.batch().durability(Some(PersistMode::SyncAll));
+                if let Some(last) = last {
+                    batch.insert(&inner.meta, META_TREE, last.to_be_bytes());
+                }
+                batch.insert(&inner.meta, META_FORMAT, [FORMAT]);
+                batch.commit()?;
+            }
             Some(v) => match v.as_ref() {
                 [found] => return Err(StoreError::UnknownFormat { found: *found }),
                 _ => return Err(corrupt("format marker", format!("{} bytes", v.len()))),
             },
+        }
+        let flushed = match inner.meta.get(META_TREE)? {
+            None => None,
+            Some(v) => Some(be_u64(&v, || "flushed tree version".into())?),
+        };
+        if flushed > last {
+            return Err(corrupt(
+                "flushed tree version",
+                format!("{flushed:?} is above the last committed height {last:?}"),
+            ));
+        }
+        {
+            let mut memory = inner
+                .tree_memory
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            memory.recent.flushed = flushed;
+            memory.recent.latest = flushed;
         }
         Ok(NodeStore {
             inner: Arc::new(inner),
@@ -291,16 +454,20 @@ impl NodeStore {
     }
 
     /// Atomically (one batch) and durably (SyncAll): the committed block, its certificate, the
-    /// tx index entries, the state root at this height, the JMT update, an optional epoch-change
-    /// proof, the new head record, and deletion of pending blocks at or below `height`.
+    /// tx index entries, the state root at this height, an optional epoch-change proof, the new
+    /// head record, and deletion of pending blocks at or below `height`. The tree update joins
+    /// the tree in memory, and the batch writes the tree when a flush is due (see "Write-behind
+    /// tree").
     ///
     /// Refused, writing nothing: a height that is not the last committed height + 1
-    /// ([`StoreError::OutOfOrder`]; the first commit may be any height), and a tree update that
-    /// is not for version `height` or whose root node does not hash to `state_root`
+    /// ([`StoreError::OutOfOrder`]; the first commit may be any height), a tree update that is
+    /// not for version `height` or whose root node does not hash to `state_root`, and a commit
+    /// before the tree has been replayed up to the last committed height
     /// ([`StoreError::InvalidCommit`]).
     pub fn commit(&self, c: CommitBatch) -> Result<(), StoreError> {
         let _writer = self.write_lock();
-        if let Some(last) = self.last_committed_height()?
+        let last = self.last_committed_height()?;
+        if let Some(last) = last
             && last.checked_add(1) != Some(c.height)
         {
             return Err(StoreError::OutOfOrder {
@@ -308,18 +475,22 @@ impl NodeStore {
                 last,
             });
         }
-        check_tree_update(&c)?;
+        check_tree_update(c.height, &c.state_root, &c.tree)?;
+        let tree_latest = self.tree_memory().recent.latest;
+        if tree_latest != last {
+            return Err(StoreError::InvalidCommit {
+                height: c.height,
+                reason: format!(
+                    "the state tree is at version {tree_latest:?}, behind the last committed \
+                     height {last:?}: replay it first"
+                ),
+            });
+        }
 
         let s = &self.inner;
         let h = c.height.to_be_bytes();
-        let nodes = c.tree.node_batch.nodes();
-        let values = c.tree.node_batch.values();
-        let stale = self.stale_record(&c.tree);
-        let mut batch = OwnedWriteBatch::with_capacity(
-            s.db.clone(),
-            9 + c.txs.len() + nodes.len() + values.len(),
-        )
-        .durability(Some(PersistMode::SyncAll));
+        let mut batch = OwnedWriteBatch::with_capacity(s.db.clone(), 9 + c.txs.len())
+            .durability(Some(PersistMode::SyncAll));
         batch.insert(&s.blocks, h, c.block);
         batch.insert(&s.block_ids, c.block_id, h);
         batch.insert(&s.certs, h, c.cert);
@@ -332,67 +503,139 @@ impl NodeStore {
         }
         batch.insert(&s.meta, META_HEAD, c.head);
         batch.insert(&s.meta, META_LAST, h);
-        for (key, node) in nodes {
-            let node = encode_node(node).map_err(|e| StoreError::InvalidCommit {
-                height: c.height,
-                reason: format!("cannot encode tree node {key:?}: {e}"),
-            })?;
-            batch.insert(&s.nodes, encode_node_key(key), node);
-        }
-        for ((version, kh), value) in values {
-            batch.insert(
-                &s.values,
-                value_key(kh, *version),
-                encode_value(value.as_deref()),
-            );
-        }
-        if !stale.is_empty() {
-            batch.insert(&s.stale, h, stale);
-        }
         for g in s.pending.range(..=pending_key(c.height, &[0xff; 32])) {
             batch.remove(&s.pending, g.key()?);
         }
+        self.write_tree(c.height, c.tree, batch)
+    }
+
+    /// Takes a replayed tree update for `height` into the tree (see "Write-behind tree"): the
+    /// block at `height` is committed, and the tree is at `height - 1`. Refused, writing
+    /// nothing, when either is not so or the update's root is not the stored state root.
+    pub fn replay_tree(&self, height: u64, tree: TreeUpdateBatch) -> Result<(), StoreError> {
+        let _writer = self.write_lock();
+        let invalid = |reason: String| StoreError::InvalidCommit { height, reason };
+        let latest = self.tree_memory().recent.latest;
+        if latest.and_then(|v| v.checked_add(1)) != Some(height) {
+            return Err(invalid(format!("the state tree is at version {latest:?}")));
+        }
+        let root = self
+            .state_root(height)?
+            .ok_or_else(|| invalid("the height is not committed".into()))?;
+        check_tree_update(height, &root, &tree)
+            .map_err(|_| invalid("the replayed tree's root is not the committed root".into()))?;
+        let batch = OwnedWriteBatch::with_capacity(self.inner.db.clone(), 1)
+            .durability(Some(PersistMode::SyncAll));
+        self.write_tree(height, tree, batch)
+    }
+
+    /// Writes the tree's unflushed versions, if any (a clean shutdown: the next start then
+    /// replays nothing).
+    pub fn flush_tree(&self) -> Result<(), StoreError> {
+        let _writer = self.write_lock();
+        let memory = self.tree_memory();
+        let Some(latest) = memory.recent.latest else {
+            return Ok(());
+        };
+        if memory.recent.flushed == Some(latest) {
+            return Ok(());
+        }
+        let mut batch = OwnedWriteBatch::with_capacity(self.inner.db.clone(), 1)
+            .durability(Some(PersistMode::SyncAll));
+        self.stage_flush(&memory, None, latest, &mut batch)?;
+        drop(memory);
         batch.commit()?;
-        // Only what is durable enters the cache.
-        let mut cache = self.node_cache();
-        for (key, node) in nodes {
-            cache.insert(key.clone(), node.clone());
+        self.tree_memory().flushed(latest);
+        Ok(())
+    }
+
+    /// The tree's latest version: after a restart, the flushed one until the blocks above it
+    /// are replayed.
+    pub fn tree_version(&self) -> Option<Version> {
+        self.tree_memory().recent.latest
+    }
+
+    /// Commits `batch` with the tree writes of a flush, if one is due at `height`, then takes
+    /// the update into memory. The caller holds the writer lock: only commits, replays and
+    /// flushes change `recent`, so it holds still between staging and taking in.
+    fn write_tree(
+        &self,
+        height: u64,
+        tree: TreeUpdateBatch,
+        mut batch: OwnedWriteBatch,
+    ) -> Result<(), StoreError> {
+        let memory = self.tree_memory();
+        let due = memory
+            .recent
+            .flushed
+            .is_none_or(|f| height.saturating_sub(f) >= self.inner.tree_flush_every);
+        if due {
+            self.stage_flush(&memory, Some(&tree), height, &mut batch)?;
+        }
+        // Readers are not held up by the sync.
+        drop(memory);
+        batch.commit()?;
+        let mut memory = self.tree_memory();
+        memory.record(height, tree);
+        if due {
+            memory.flushed(height);
         }
         Ok(())
     }
 
-    /// The version's stale record (see the module doc). Whether a node is a leaf comes from the
-    /// cache, which holds nearly all of them (the update just read them); the rest are
-    /// marked not known, for the prune to read.
-    fn stale_record(&self, tree: &TreeUpdateBatch) -> Vec<u8> {
-        let stale = &tree.stale_node_index_batch;
-        let mut out = Vec::with_capacity(stale.len() * 48);
-        let cache = self.node_cache();
-        for s in stale {
-            let key = encode_node_key(&s.node_key);
-            let leaf = cache.peek(&s.node_key, |node| match node {
-                Node::Leaf(leaf) => Some(leaf.key_hash()),
-                _ => None,
-            });
-            out.push(match leaf {
-                Some(None) => STALE_INNER,
-                Some(Some(_)) => STALE_LEAF,
-                None => STALE_UNKNOWN,
-            });
-            // A node key is at most 8 + 1 + 32 bytes.
-            out.push(key.len() as u8);
-            out.extend_from_slice(&key);
-            if let Some(Some(kh)) = leaf {
-                out.extend_from_slice(&kh.0);
+    /// Adds to `batch` what the store needs to read the tree at `at` and on: the unflushed
+    /// versions' nodes (and `new`'s) still live at `at`, each key's newest value among them,
+    /// the record of the stored nodes they made stale, and `meta/tree`.
+    fn stage_flush(
+        &self,
+        memory: &TreeMemory,
+        new: Option<&TreeUpdateBatch>,
+        at: Version,
+        batch: &mut OwnedWriteBatch,
+    ) -> Result<(), StoreError> {
+        let s = &self.inner;
+        let recent = &memory.recent;
+        let window: Vec<&TreeUpdateBatch> = recent.unflushed().chain(new).collect();
+        let stale = || window.iter().flat_map(|u| &u.stale_node_index_batch);
+        // Made and made stale within the window: no version from `at` on reads them.
+        let transient: FxHashSet<&NodeKey> = stale()
+            .map(|s| &s.node_key)
+            .filter(|k| recent.above_flush(k.version()))
+            .collect();
+        for (key, node) in window.iter().flat_map(|u| u.node_batch.nodes()) {
+            if transient.contains(key) {
+                continue;
             }
+            let encoded = encode_node(node).map_err(|e| StoreError::InvalidCommit {
+                height: at,
+                reason: format!("cannot encode tree node {key:?}: {e}"),
+            })?;
+            batch.insert(&s.nodes, encode_node_key(key), encoded);
         }
-        out
+        // Reads from `at` on need only each key's newest value (the window is oldest first).
+        let mut newest: FxHashMap<KeyHash, (Version, Option<&[u8]>)> = FxHashMap::default();
+        for ((v, kh), value) in window.iter().flat_map(|u| u.node_batch.values()) {
+            newest.insert(*kh, (*v, value.as_deref()));
+        }
+        for (kh, (v, value)) in newest {
+            batch.insert(&s.values, value_key(&kh, v), encode_value(value));
+        }
+        let record = stale_record(
+            memory,
+            stale().filter(|s| !recent.above_flush(s.node_key.version())),
+        );
+        if !record.is_empty() {
+            batch.insert(&s.stale, at.to_be_bytes(), record);
+        }
+        batch.insert(&s.meta, META_TREE, at.to_be_bytes());
+        Ok(())
     }
 
-    fn node_cache(&self) -> std::sync::MutexGuard<'_, NodeCache> {
-        // A panic mid-insert leaves at worst a missing entry: the store still has the node.
+    fn tree_memory(&self) -> std::sync::MutexGuard<'_, TreeMemory> {
+        // A panic mid-update leaves at worst a missing cache entry: every change to `recent`
+        // happens after the store write it mirrors.
         self.inner
-            .node_cache
+            .tree_memory
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -537,10 +780,11 @@ impl NodeStore {
             }
         }
         batch.commit()?;
-        // A pruned version must read as gone, from the cache too.
-        let mut cache = self.node_cache();
+        // A pruned version must read as gone, from the cache too. (Memory's recent updates are
+        // all of versions far above what a prune deletes.)
+        let mut memory = self.tree_memory();
         for key in &evicted {
-            cache.remove(key);
+            memory.cache.remove(key);
         }
         Ok(pruned)
     }
@@ -558,7 +802,7 @@ impl NodeStore {
     /// Runs `f` on a tree node: from the cache without copying it, else from the store (and
     /// then cached). `None` when the node is not stored.
     fn with_node<T>(&self, key: &NodeKey, f: impl Fn(&Node) -> T) -> Result<Option<T>, StoreError> {
-        if let Some(out) = self.node_cache().with(key, &f) {
+        if let Some(out) = self.tree_memory().with(key, &f) {
             return Ok(Some(out));
         }
         let encoded = encode_node_key(key);
@@ -567,7 +811,7 @@ impl NodeStore {
         };
         let node = decode_node(&bytes, &encoded)?;
         let out = f(&node);
-        self.node_cache().insert(key.clone(), node);
+        self.tree_memory().cache.insert(key.clone(), node);
         Ok(Some(out))
     }
 
@@ -636,6 +880,15 @@ impl TreeReader for NodeStore {
         max_version: Version,
         key_hash: KeyHash,
     ) -> anyhow::Result<Option<OwnedValue>> {
+        // Memory holds every value of the versions it holds; an older one is in the store.
+        let remembered = self
+            .tree_memory()
+            .recent
+            .value(max_version, key_hash)
+            .map(|value| value.cloned());
+        if let Some(value) = remembered {
+            return Ok(value);
+        }
         let newest = self
             .inner
             .values
@@ -667,41 +920,64 @@ impl TreeReader for NodeStore {
     }
 }
 
-/// Refuses a tree update that is not for version `c.height` or whose root is not `c.state_root`.
-fn check_tree_update(c: &CommitBatch) -> Result<(), StoreError> {
-    let invalid = |reason: String| StoreError::InvalidCommit {
-        height: c.height,
-        reason,
-    };
-    let nodes = c.tree.node_batch.nodes();
-    if let Some(k) = nodes.keys().find(|k| k.version() != c.height) {
+/// A flush's stale record (see the module doc). Whether a node is a leaf comes from memory,
+/// which holds nearly all of them (the updates just read them); the rest are marked not
+/// known, for the prune to read.
+fn stale_record<'a>(
+    memory: &TreeMemory,
+    stale: impl Iterator<Item = &'a StaleNodeIndex>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    for s in stale {
+        let key = encode_node_key(&s.node_key);
+        let leaf = memory.peek(&s.node_key, |node| match node {
+            Node::Leaf(leaf) => Some(leaf.key_hash()),
+            _ => None,
+        });
+        out.push(match leaf {
+            Some(None) => STALE_INNER,
+            Some(Some(_)) => STALE_LEAF,
+            None => STALE_UNKNOWN,
+        });
+        // A node key is at most 8 + 1 + 32 bytes.
+        out.push(key.len() as u8);
+        out.extend_from_slice(&key);
+        if let Some(Some(kh)) = leaf {
+            out.extend_from_slice(&kh.0);
+        }
+    }
+    out
+}
+
+/// Refuses a tree update that is not for version `height` or whose root is not `state_root`.
+fn check_tree_update(
+    height: u64,
+    state_root: &[u8; 32],
+    tree: &TreeUpdateBatch,
+) -> Result<(), StoreError> {
+    let invalid = |reason: String| StoreError::InvalidCommit { height, reason };
+    let nodes = tree.node_batch.nodes();
+    if let Some(k) = nodes.keys().find(|k| k.version() != height) {
         return Err(invalid(format!("tree node at version {}", k.version())));
     }
-    if let Some((v, _)) = c
-        .tree
-        .node_batch
-        .values()
-        .keys()
-        .find(|(v, _)| *v != c.height)
-    {
+    if let Some((v, _)) = tree.node_batch.values().keys().find(|(v, _)| *v != height) {
         return Err(invalid(format!("tree value at version {v}")));
     }
-    if let Some(s) = c
-        .tree
+    if let Some(s) = tree
         .stale_node_index_batch
         .iter()
-        .find(|s| s.stale_since_version != c.height)
+        .find(|s| s.stale_since_version != height)
     {
         return Err(invalid(format!(
             "node stale since version {}",
             s.stale_since_version
         )));
     }
-    let root_key = NodeKey::new(c.height, NibblePath::from_iter(std::iter::empty()));
+    let root_key = NodeKey::new(height, NibblePath::from_iter(std::iter::empty()));
     let root = nodes
         .get(&root_key)
         .ok_or_else(|| invalid("the tree update has no root node".into()))?;
-    if node_hash(root) != c.state_root {
+    if node_hash(root) != *state_root {
         return Err(invalid(
             "the tree's root does not hash to state_root".into(),
         ));

@@ -69,13 +69,22 @@ struct Chain {
     tree: StateTree<NodeStore>,
     view: MemoryState,
     roots: Vec<Digest>,
+    /// Each committed height's writes, to replay.
+    writes: Vec<WriteSet>,
 }
 
 impl Chain {
+    /// The tree flushed with every commit: every version is on disk.
     fn open(dir: &Path) -> Chain {
-        let store = NodeStore::open(dir).expect("open");
-        let tree = match store.last_committed_height().expect("last") {
-            Some(last) => StateTree::resume(store.clone(), last),
+        Chain::open_with(dir, 1)
+    }
+
+    /// The tree flushed every `flush_every` versions, at the store's latest tree version (the
+    /// caller replays any committed heights above it).
+    fn open_with(dir: &Path, flush_every: u64) -> Chain {
+        let store = NodeStore::open_with(dir, flush_every).expect("open");
+        let tree = match store.tree_version() {
+            Some(latest) => StateTree::resume(store.clone(), latest),
             None => StateTree::new(store.clone()),
         };
         Chain {
@@ -83,6 +92,7 @@ impl Chain {
             store,
             view: MemoryState::default(),
             roots: Vec::new(),
+            writes: Vec::new(),
         }
     }
 
@@ -111,7 +121,23 @@ impl Chain {
         self.tree.committed(height);
         self.view.apply(writes);
         self.roots.push(root);
+        self.writes.push(writes.clone());
         root
+    }
+
+    /// Replays the committed heights above the tree's latest version with `writes[h]`.
+    fn replay(&mut self, writes: &[WriteSet]) {
+        let last = self
+            .store
+            .last_committed_height()
+            .expect("last")
+            .expect("some");
+        let latest = self.tree.latest_version().expect("a flushed tree");
+        for h in latest + 1..=last {
+            let (_, batch) = self.tree.prepare(h, &writes[h as usize]).expect("prepare");
+            self.store.replay_tree(h, batch).expect("replay");
+            self.tree.committed(h);
+        }
     }
 
     fn genesis(&mut self) {
@@ -212,6 +238,167 @@ fn committed_heights_survive_a_reopen_and_stay_provable() {
     assert_eq!(
         chain.tree.root(6).expect("root"),
         Digest(chain.store.state_root(6).expect("root").expect("some"))
+    );
+}
+
+/// Every anchor of the chain's blocks (three per block) and the three accounts.
+fn chain_keys(blocks: u8) -> Vec<StateKey> {
+    (1..=blocks)
+        .flat_map(|h| (1..=3u8).map(move |i| StateKey::anchor(&Digest([h * 10 + i; 32]))))
+        .chain((1..=3).map(|i| StateKey::account(&signer(i).public_key())))
+        .collect()
+}
+
+/// The tree at `version` answers every key as the memory tree does, with proofs that verify.
+fn assert_tree_agrees(
+    tree: &StateTree<NodeStore>,
+    memory: &StateTree<trellis_node::state_tree::MemoryTreeStore>,
+    version: u64,
+    keys: &[StateKey],
+) {
+    let root = memory.root(version).expect("memory root");
+    assert_eq!(tree.root(version).expect("root"), root, "version {version}");
+    for key in keys {
+        let (value, proof) = tree.get_with_proof(version, key).expect("read");
+        assert_eq!(value, memory.get(version, key).expect("memory read"));
+        proof
+            .verify(&root, key.as_bytes(), value.as_deref())
+            .expect("proof");
+    }
+}
+
+#[test]
+fn an_unflushed_tree_is_rebuilt_by_replaying_the_committed_blocks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut chain = Chain::open_with(dir.path(), 4);
+    let mut memory = StateTree::in_memory();
+    chain.genesis();
+    for h in 1..=10 {
+        chain.anchors(h);
+    }
+    for (h, writes) in chain.writes.iter().enumerate() {
+        memory.apply(h as u64, writes).expect("apply");
+    }
+    let keys = chain_keys(12);
+    // Flushed at 0, 4 and 8: memory holds every version from 4 on; earlier ones between
+    // flushes were never written.
+    for v in 4..=10 {
+        assert_tree_agrees(&chain.tree, &memory, v, &keys);
+    }
+    assert_eq!(
+        chain.tree.root(0).expect("flushed"),
+        memory.root(0).expect("root")
+    );
+    for v in 1..=3 {
+        assert!(matches!(
+            chain.tree.root(v),
+            Err(StateTreeError::NoSuchVersion(_))
+        ));
+    }
+
+    // A crash: nothing above the flush at 8 is in the tree on disk, the blocks all are.
+    let (writes, view, roots) = (
+        chain.writes.clone(),
+        chain.view.clone(),
+        chain.roots.clone(),
+    );
+    drop(chain);
+    let mut chain = Chain::open_with(dir.path(), 4);
+    (chain.writes, chain.view, chain.roots) = (writes.clone(), view, roots);
+    assert_eq!(chain.store.tree_version(), Some(8));
+    assert_eq!(chain.store.last_committed_height().expect("last"), Some(10));
+    assert_tree_agrees(&chain.tree, &memory, 8, &keys);
+
+    // Nothing is committed before the tree is replayed.
+    let txs: Vec<Transaction> = (1..=3).map(|i| anchor(i, 10, 110 + i)).collect();
+    let next = execute_block(CHAIN, 1, &chain.view, &txs).writes;
+    let (root, tree) = memory.prepare(11, &next).expect("prepare");
+    let refused = chain.store.commit(CommitBatch {
+        height: 11,
+        block_id: block_id(11),
+        block: block_bytes(11),
+        cert: cert_bytes(11),
+        state_root: root.0,
+        tree: tree.clone(),
+        txs: Vec::new(),
+        epoch_change: None,
+        head: head_bytes(11),
+    });
+    match refused {
+        Err(StoreError::InvalidCommit { height: 11, reason }) => {
+            assert!(reason.contains("replay it first"), "{reason}")
+        }
+        other => panic!("expected a refused commit, got {other:?}"),
+    }
+    assert_eq!(chain.store.last_committed_height().expect("last"), Some(10));
+    // A replay out of order, or whose root is not the committed one, is refused.
+    assert!(chain.store.replay_tree(11, tree).is_err());
+    let (_, wrong) = chain.tree.prepare(9, &next).expect("prepare");
+    assert!(chain.store.replay_tree(9, wrong).is_err());
+    assert_eq!(chain.store.tree_version(), Some(8));
+
+    chain.replay(&writes);
+    assert_eq!(chain.store.tree_version(), Some(10));
+    for v in 8..=10 {
+        assert_tree_agrees(&chain.tree, &memory, v, &keys);
+    }
+    // The chain goes on; the flush at 12 comes with the commit.
+    chain.anchors(11);
+    chain.anchors(12);
+    for h in 11..=12 {
+        memory.apply(h, &chain.writes[h as usize]).expect("apply");
+    }
+    let (view, roots) = (chain.view.clone(), chain.roots.clone());
+    drop(chain);
+    let chain = Chain::open_with(dir.path(), 4);
+    assert_eq!(chain.store.tree_version(), Some(12));
+    assert_tree_agrees(&chain.tree, &memory, 12, &keys);
+    assert_eq!(chain.tree.root(12).expect("root"), roots[12]);
+    drop(chain);
+
+    // A clean shutdown flushes: the next start replays nothing.
+    let mut chain = Chain::open_with(dir.path(), 4);
+    (chain.view, chain.roots) = (view, roots);
+    chain.anchors(13);
+    let root = chain.roots[13];
+    chain.store.flush_tree().expect("flush");
+    drop(chain);
+    let chain = Chain::open_with(dir.path(), 4);
+    assert_eq!(chain.store.tree_version(), Some(13));
+    assert_eq!(chain.tree.root(13).expect("root"), root);
+}
+
+#[test]
+fn a_store_of_the_first_format_opens_with_its_tree_at_the_last_height() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut chain = Chain::open(dir.path());
+    chain.genesis();
+    for h in 1..=3 {
+        chain.anchors(h);
+    }
+    let root = chain.roots[3];
+    drop(chain);
+    // As format 1 left it: the tree written with every commit, no `meta/tree`.
+    {
+        let db = fjall::Database::builder(dir.path()).open().expect("fjall");
+        let meta = db
+            .keyspace("meta", fjall::KeyspaceCreateOptions::default)
+            .expect("meta");
+        meta.insert("format", [1u8]).expect("format");
+        meta.remove("tree").expect("tree");
+        db.persist(fjall::PersistMode::SyncAll).expect("sync");
+    }
+    let chain = Chain::open_with(dir.path(), 16);
+    assert_eq!(chain.store.tree_version(), Some(3));
+    assert_eq!(chain.tree.root(3).expect("root"), root);
+    drop(chain);
+    let db = fjall::Database::builder(dir.path()).open().expect("fjall");
+    let meta = db
+        .keyspace("meta", fjall::KeyspaceCreateOptions::default)
+        .expect("meta");
+    assert_eq!(
+        meta.get("format").expect("format").as_deref(),
+        Some(&[2u8][..])
     );
 }
 
@@ -388,8 +575,19 @@ fn pruning_keeps_the_latest_versions_provable_and_drops_older_nodes() {
 
 #[test]
 fn a_walk_down_the_tree_answers_as_the_value_history_does() {
+    walk_down_the_tree(1);
+}
+
+#[test]
+fn a_walk_down_the_unflushed_tree_answers_as_the_value_history_does() {
+    walk_down_the_tree(16);
+}
+
+/// With the tree flushed every `flush_every` versions: 1 reads every version from the store
+/// after a reopen, more reads them from memory.
+fn walk_down_the_tree(flush_every: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut chain = Chain::open(dir.path());
+    let mut chain = Chain::open_with(dir.path(), flush_every);
     chain.genesis();
     let key = |i: u16| {
         StateKey::anchor(&Digest([
@@ -456,6 +654,10 @@ fn a_walk_down_the_tree_answers_as_the_value_history_does() {
         }
     };
     check(&chain);
+    if flush_every > 1 {
+        assert_eq!(chain.store.tree_version(), Some(7));
+        return;
+    }
     drop(chain);
     // From the store alone, with a cold node cache.
     let chain = Chain::open(dir.path());
@@ -561,7 +763,7 @@ fn crash_child(dir: &Path) {
     let store = NodeStore::open(dir).expect("child open");
     let last = store.last_committed_height().expect("last");
     let (mut tree, start) = match last {
-        Some(last) => (StateTree::resume(store.clone(), last), last + 1),
+        Some(last) => (replay_crash_chain(&store, last), last + 1),
         None => (StateTree::new(store.clone()), 0),
     };
     for h in start..start + 100_000 {
@@ -588,8 +790,27 @@ fn crash_child(dir: &Path) {
     }
 }
 
+/// Rebuilds the crash chain's tree from its last flush up to `last`, as a restarted node
+/// does by executing the committed blocks again.
+fn replay_crash_chain(store: &NodeStore, last: u64) -> StateTree<NodeStore> {
+    let flushed = store.tree_version().expect("the genesis tree is flushed");
+    assert!(flushed <= last);
+    assert!(
+        last - flushed < trellis_node::store::TREE_FLUSH_EVERY,
+        "flushed {flushed}, last {last}"
+    );
+    let mut tree = StateTree::resume(store.clone(), flushed);
+    for h in flushed + 1..=last {
+        let (_, batch) = tree.prepare(h, &crash_writes(h)).expect("prepare");
+        store.replay_tree(h, batch).expect("replay");
+        tree.committed(h);
+    }
+    tree
+}
+
 /// Every height up to the last committed one is complete, nothing above it exists, the safety
-/// record is at least as new as the last commit, and the tree at the head matches its root.
+/// record is at least as new as the last commit, and the tree rebuilt up to the head matches
+/// its root.
 fn check_consistent(dir: &Path) -> u64 {
     let store = NodeStore::open(dir).expect("reopen after kill");
     let last = store
@@ -615,7 +836,7 @@ fn check_consistent(dir: &Path) -> u64 {
     let pending = store.pending_blocks().expect("pending");
     assert!(pending.iter().all(|b| *b != block_bytes(last)));
 
-    let tree = StateTree::resume(store.clone(), last);
+    let tree = replay_crash_chain(&store, last);
     let root = Digest(store.state_root(last).expect("root").expect("some"));
     assert_eq!(tree.root(last).expect("tree root"), root);
     let counter = StateKey::anchor(&Digest([0; 32]));
@@ -672,7 +893,7 @@ fn a_killed_writer_leaves_a_consistent_store() {
 #[test]
 fn commit_latency_of_a_2000_leaf_update() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = NodeStore::open(dir.path()).expect("open");
+    let store = NodeStore::open_with(dir.path(), 1).expect("open");
     let mut tree = StateTree::new(store.clone());
     let cases = [
         (0u64, "2000 new leaves, empty tree"),
