@@ -27,6 +27,7 @@
 
 use crate::state::{Overlay, StateKey, StateView, WriteSet};
 use prost::Message;
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use trellis_types::pb::{self, MemberStatus, ProposalStatus, Role};
 use trellis_types::tx::proposal_kind_to_pb;
@@ -308,15 +309,16 @@ pub fn execute_block(
 /// [`execute_block`] where `already_verified(i)` says that this node has already verified the
 /// signature of `txs[i]` (at admission to its pool). Verification is a pure function of the
 /// transaction (ZIP-215), so skipping it for those changes no outcome; it only saves the work.
-pub fn execute_block_checked(
+/// The transactions may be shared (`Arc<Transaction>`, as a node's pool holds them).
+pub fn execute_block_checked<T: Borrow<Transaction>>(
     chain_id: &str,
     height: u64,
     view: &impl StateView,
-    txs: &[Transaction],
+    txs: &[T],
     already_verified: impl Fn(usize) -> bool,
 ) -> BlockOutcome {
     let unchecked: Vec<usize> = (0..txs.len()).filter(|i| !already_verified(*i)).collect();
-    let verdicts = Transaction::verify_batch(unchecked.iter().map(|i| &txs[*i]));
+    let verdicts = Transaction::verify_batch(unchecked.iter().map(|i| txs[*i].borrow()));
     let mut signatures: Vec<Result<(), trellis_types::TxError>> = vec![Ok(()); txs.len()];
     for (i, verdict) in unchecked.into_iter().zip(verdicts) {
         signatures[i] = verdict;
@@ -326,6 +328,7 @@ pub fn execute_block_checked(
         .iter()
         .zip(signatures)
         .map(|(tx, signature)| {
+            let tx: &Transaction = tx.borrow();
             let outcome = if tx.chain_id() != chain_id {
                 Err(Rejection::WrongChain)
             } else if signature.is_err() {

@@ -508,6 +508,9 @@ pub fn genesis_epoch(genesis: &Genesis) -> Result<(EpochState, WriteSet), ChainE
     Ok((state, writes))
 }
 
+/// A block's transactions, decoded once; shared with the pool where it holds them.
+type BlockTxs = Arc<Vec<Arc<Transaction>>>;
+
 struct InflightBlock {
     height: Height,
     parent: BlockId,
@@ -532,7 +535,7 @@ pub struct Driver {
     awaiting_payload: Option<(Round, BlockId, Instant)>,
     deferred_verdicts: Vec<Block>,
     inflight: BTreeMap<BlockId, InflightBlock>,
-    decoded: BTreeMap<BlockId, Option<Arc<Vec<Transaction>>>>,
+    decoded: BTreeMap<BlockId, Option<BlockTxs>>,
     /// Set while a prune of old tree versions runs on its own thread.
     pruning: Arc<AtomicBool>,
     epoch_length: Option<u64>,
@@ -779,17 +782,36 @@ impl Driver {
     }
 
     /// Decodes a block's transactions once, for the verdict, the proposer's nonce tracking and
-    /// execution. `None` when the payload breaks the chain's limits.
-    fn decode_payload(&self, block: &Block) -> Option<Arc<Vec<Transaction>>> {
+    /// execution. `None` when the payload breaks the chain's limits. A transaction this node's
+    /// pool holds (nearly all of them: gossip runs ahead of proposals) is taken from the pool
+    /// when its bytes are the same, instead of being decoded again.
+    fn decode_payload(&self, block: &Block) -> Option<BlockTxs> {
         let raw = payload::decode(&block.payload, self.max_block_txs).ok()?;
         let max_tx = self.shared.params.max_tx_bytes as usize;
-        let mut bytes = 0usize;
-        let mut txs = Vec::with_capacity(raw.len());
-        for r in raw {
-            bytes += r.len();
-            txs.push(Transaction::decode(r, max_tx).ok()?);
+        let bytes: usize = raw.iter().map(|r| r.len()).sum();
+        if bytes > self.max_block_bytes {
+            return None;
         }
-        (bytes <= self.max_block_bytes).then(|| Arc::new(txs))
+        // Hashed before the pool is locked: admission waits on that lock.
+        let hashes: Vec<Option<Digest>> = raw.iter().map(|r| Transaction::peek_hash(r)).collect();
+        let pooled: Vec<Option<Arc<Transaction>>> = {
+            let pool = lock(&self.shared.mempool);
+            raw.iter()
+                .zip(&hashes)
+                .map(|(r, hash)| {
+                    let tx = pool.get(hash.as_ref()?)?;
+                    (tx.encoded() == *r && r.len() <= max_tx).then(|| tx.clone())
+                })
+                .collect()
+        };
+        let mut txs = Vec::with_capacity(raw.len());
+        for (r, tx) in raw.iter().zip(pooled) {
+            match tx {
+                Some(tx) => txs.push(tx),
+                None => txs.push(Arc::new(Transaction::decode(r, max_tx).ok()?)),
+            }
+        }
+        Some(Arc::new(txs))
     }
 
     fn note_inflight(&mut self, block: &Block) {
@@ -819,7 +841,7 @@ impl Driver {
     }
 
     /// Pool transactions that may follow the uncommitted ancestors of `parent_id`.
-    fn candidate_txs(&self, parent_id: BlockId, max_txs: usize) -> Vec<Transaction> {
+    fn candidate_txs(&self, parent_id: BlockId, max_txs: usize) -> Vec<Arc<Transaction>> {
         let mut next: BTreeMap<PublicKey, u64> = BTreeMap::new();
         let mut id = parent_id;
         while let Some(b) = self.inflight.get(&id) {
@@ -946,9 +968,9 @@ impl Driver {
     ) -> Result<(), ChainError> {
         let started = std::time::Instant::now();
         let height = block.height();
-        let txs: Arc<Vec<Transaction>> = match self.decoded.remove(&block.id()).flatten() {
+        let txs: BlockTxs = match self.decoded.remove(&block.id()).flatten() {
             Some(txs) => txs,
-            None => Arc::new(committed_txs(block)),
+            None => Arc::new(committed_txs(block).into_iter().map(Arc::new).collect()),
         };
         // Signatures this node verified at admission are not verified again (see
         // `execute_block_checked`); the pool lock is held only to look them up.

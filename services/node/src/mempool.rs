@@ -8,6 +8,7 @@
 //! limits.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use trellis_types::tx::DEFAULT_MAX_TX_BYTES;
 use trellis_types::{Digest, PublicKey, Transaction, TxError};
 
@@ -91,10 +92,13 @@ impl TxDecoder {
 }
 
 /// Pending transactions, bounded in count and bytes. Deterministic: ordered maps only.
+/// Transactions are shared (`Arc`): blocks taken from the pool and blocks received from peers
+/// refer to the pool's copy instead of copying or decoding again, and the map moves pointers
+/// rather than whole transactions when it rebalances.
 pub struct Mempool {
     chain_id: String,
     config: MempoolConfig,
-    by_hash: BTreeMap<Digest, Transaction>,
+    by_hash: BTreeMap<Digest, Arc<Transaction>>,
     by_account: BTreeMap<PublicKey, BTreeMap<u64, Digest>>,
     bytes: usize,
 }
@@ -195,7 +199,7 @@ impl Mempool {
         self.insert(tx)
     }
 
-    pub fn get(&self, hash: &Digest) -> Option<&Transaction> {
+    pub fn get(&self, hash: &Digest) -> Option<&Arc<Transaction>> {
         self.by_hash.get(hash)
     }
 
@@ -223,7 +227,7 @@ impl Mempool {
         }
         nonces.insert(tx.nonce(), tx.hash());
         self.bytes += size;
-        self.by_hash.insert(tx.hash(), tx);
+        self.by_hash.insert(tx.hash(), Arc::new(tx));
         Ok(Admitted::Added)
     }
 
@@ -234,7 +238,7 @@ impl Mempool {
         accounts: &impl Accounts,
         max_txs: usize,
         max_bytes: usize,
-    ) -> Vec<Transaction> {
+    ) -> Vec<Arc<Transaction>> {
         let mut queues: VecDeque<(u64, std::collections::btree_map::Range<'_, u64, Digest>)> = self
             .by_account
             .iter()

@@ -154,13 +154,13 @@ fn blocks_take_accounts_in_turn_in_nonce_order_within_limits() {
         let nonces: Vec<u64> = block
             .iter()
             .filter(|t| t.sender() == signer(account).public_key())
-            .map(Transaction::nonce)
+            .map(|t| t.nonce())
             .collect();
         assert_eq!(nonces, vec![0, 1, 2, 3]);
     }
     // Accounts alternate, so a small block is fair.
     let small = pool.next_block(&accounts, 4, usize::MAX);
-    let senders: Vec<_> = small.iter().map(Transaction::sender).collect();
+    let senders: Vec<_> = small.iter().map(|t| t.sender()).collect();
     assert_eq!(
         senders
             .iter()

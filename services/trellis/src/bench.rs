@@ -99,6 +99,8 @@ pub async fn run(args: BenchArgs) -> Result<i32> {
     let sent: Arc<Mutex<HashMap<Digest, Instant>>> =
         Arc::new(Mutex::new(HashMap::with_capacity(total)));
     let rejected = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Why transactions were refused: the problem type's last segment, counted.
+    let reasons: Arc<Mutex<std::collections::BTreeMap<String, u64>>> = Arc::default();
     let per_tick = (args.rate / TICKS_PER_S).max(1) as usize;
     let began = Instant::now();
     let mut sends = Vec::new();
@@ -126,6 +128,7 @@ pub async fn run(args: BenchArgs) -> Result<i32> {
         let client = client.clone();
         let sent = sent.clone();
         let rejected = rejected.clone();
+        let reasons = reasons.clone();
         sends.push(tokio::spawn(async move {
             let now = Instant::now();
             {
@@ -148,6 +151,15 @@ pub async fn run(args: BenchArgs) -> Result<i32> {
                     let v: serde_json::Value = r.json().await.unwrap_or_default();
                     let n = v["rejected"].as_u64().unwrap_or(0);
                     rejected.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    if n > 0 {
+                        let mut reasons = reasons.lock().unwrap_or_else(|p| p.into_inner());
+                        for item in v["results"].as_array().into_iter().flatten() {
+                            if let Some(kind) = item["error"]["type"].as_str() {
+                                let kind = kind.rsplit('/').next().unwrap_or(kind);
+                                *reasons.entry(kind.to_string()).or_default() += 1;
+                            }
+                        }
+                    }
                 }
                 Ok(r) => {
                     eprintln!(
@@ -196,7 +208,16 @@ pub async fn run(args: BenchArgs) -> Result<i32> {
         }
         ms[((ms.len() as f64 - 1.0) * p).round() as usize]
     };
-    println!("submitted {submitted} (rejected {rejected}) committed {committed} in {window:.1} s");
+    let reasons = std::mem::take(&mut *reasons.lock().unwrap_or_else(|p| p.into_inner()));
+    let why: Vec<String> = reasons.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+    let why = if why.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", why.join(", "))
+    };
+    println!(
+        "submitted {submitted} (rejected {rejected}{why}) committed {committed} in {window:.1} s"
+    );
     println!(
         "committed {tps:.0} tx/s; submit-to-commit latency p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms",
         pct(0.5),

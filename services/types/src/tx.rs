@@ -388,6 +388,29 @@ impl Transaction {
         })
     }
 
+    /// The hash of the transaction `bytes` would decode to, read without decoding it: the body
+    /// field that a canonical encoding starts with, hashed. For finding a copy that was already
+    /// decoded from the same bytes (compare [`Transaction::encoded`] before using it); `None` when
+    /// the bytes do not start with a complete body field.
+    pub fn peek_hash(bytes: &[u8]) -> Option<Digest> {
+        // Field 1 (`body`), length-delimited: tag byte 0x0a, then the length as a varint.
+        let rest = bytes.strip_prefix(&[0x0a])?;
+        let mut len: u64 = 0;
+        let mut used = 0;
+        for (i, b) in rest.iter().take(10).enumerate() {
+            len |= u64::from(b & 0x7f).checked_shl(7 * i as u32)?;
+            if b & 0x80 == 0 {
+                used = i + 1;
+                break;
+            }
+        }
+        if used == 0 {
+            return None;
+        }
+        let body = rest[used..].get(..usize::try_from(len).ok()?)?;
+        Some(hash_of(body))
+    }
+
     pub fn verify_signature(&self) -> Result<(), TxError> {
         crypto::verify(&self.sender, &self.signature, &signing_bytes(&self.body))
             .map_err(|_| TxError::BadSignature)

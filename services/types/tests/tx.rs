@@ -3,7 +3,7 @@
 
 use prost::Message;
 use trellis_types::tx::DEFAULT_MAX_TX_BYTES;
-use trellis_types::{Action, Digest, Signer, Tag, Transaction, TxError, pb};
+use trellis_types::{Action, Digest, ProposalKind, Signer, Tag, Transaction, TxError, pb};
 
 const CHAIN: &str = "trellis-beacon-test";
 
@@ -219,7 +219,7 @@ fn the_wire_format_is_pinned() {
 }
 
 fn governance_actions() -> Vec<Action> {
-    use trellis_types::{OrgId, ProposalKind};
+    use trellis_types::OrgId;
     let org = OrgId::parse("org-4", "org").expect("org");
     vec![
         Action::AttestIdentity {
@@ -326,4 +326,38 @@ fn invalid_governance_fields_are_named() {
             other => panic!("{name}: expected a field error, got {other:?}"),
         }
     }
+}
+
+#[test]
+fn the_peeked_hash_is_the_decoded_hash() {
+    for i in 1..=5u8 {
+        let tx = Transaction::sign("trellis-test", &signer(i), u64::from(i) * 1000, anchor(i));
+        assert_eq!(Transaction::peek_hash(tx.encoded()), Some(tx.hash()));
+        // A large body takes a multi-byte length varint.
+        let long = Transaction::sign(
+            "trellis-test",
+            &signer(i),
+            u64::MAX - u64::from(i),
+            Action::Propose(ProposalKind::SetParameter {
+                name: "approval_threshold".into(),
+                value: "x".repeat(64),
+            }),
+        );
+        assert!(long.encoded()[1] & 0x80 != 0, "length needs two bytes");
+        assert_eq!(Transaction::peek_hash(long.encoded()), Some(long.hash()));
+    }
+    // Truncated, empty, another field first, an endless varint: no hash, no panic.
+    let tx = Transaction::sign("trellis-test", &signer(1), 0, anchor(1));
+    let bytes = tx.encoded();
+    for cut in 0..20 {
+        assert_eq!(Transaction::peek_hash(&bytes[..cut]), None, "cut at {cut}");
+    }
+    assert_eq!(Transaction::peek_hash(&[]), None);
+    assert_eq!(Transaction::peek_hash(&[0x12, 0x00]), None);
+    assert_eq!(
+        Transaction::peek_hash(&[
+            0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01
+        ]),
+        None
+    );
 }
