@@ -1,7 +1,8 @@
 //! The commit path of one validator, without consensus or network: blocks of signed anchors
 //! from 32 accounts are executed against the store's state, the state tree is updated and the
 //! block is committed to a fjall store in a temporary directory (synced, as a node does).
-//! Prints the time per transaction of each step. Run with
+//! Prints the time per transaction of each step, and what taking a received block's
+//! transactions costs: decoding each, or finding the pool's copy by the body's hash. Run with
 //! `cargo bench -p trellis-node --bench commit_path [-- BLOCKS TXS_PER_BLOCK]`.
 
 use std::time::{Duration, Instant};
@@ -101,6 +102,7 @@ fn main() {
             (execute_w, prepare_w, write_w) = (execute, prepare, write);
         }
     }
+    intake(&signers, &tag, per_block);
     let txs = ((blocks - warmup) * per_block) as f64;
     let us = |d: Duration| d.as_secs_f64() * 1e6 / txs;
     let (e, p, w) = (
@@ -151,4 +153,47 @@ fn commit(
         .expect("commit");
     tree.committed(height);
     *write += t.elapsed();
+}
+
+/// A received block's transactions: decoded one by one, or found in a pool that holds them.
+fn intake(signers: &[Signer], tag: &Tag, per_block: u64) {
+    let txs: Vec<Transaction> = (0..per_block)
+        .map(|i| {
+            let action = Action::Anchor {
+                digest: Digest::of(&(u64::MAX - i).to_be_bytes()),
+                tag: tag.clone(),
+            };
+            Transaction::sign(CHAIN, &signers[(i % ACCOUNTS) as usize], i, action)
+        })
+        .collect();
+    let pool: std::collections::BTreeMap<Digest, std::sync::Arc<Transaction>> = txs
+        .iter()
+        .map(|tx| (tx.hash(), std::sync::Arc::new(tx.clone())))
+        .collect();
+    let raw: Vec<&[u8]> = txs.iter().map(|tx| tx.encoded()).collect();
+    let rounds = 200;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        for r in &raw {
+            std::hint::black_box(Transaction::decode(r, 64 * 1024).expect("decode"));
+        }
+    }
+    let decode = t.elapsed();
+    let t = Instant::now();
+    for _ in 0..rounds {
+        for r in &raw {
+            let found = Transaction::peek_hash(r)
+                .and_then(|h| pool.get(&h))
+                .filter(|tx| tx.encoded() == *r)
+                .cloned();
+            std::hint::black_box(found.expect("pooled"));
+        }
+    }
+    let pooled = t.elapsed();
+    let n = (rounds * raw.len()) as f64;
+    println!(
+        "block intake: decode {:.2} µs/tx, from the pool {:.2} µs/tx",
+        decode.as_secs_f64() * 1e6 / n,
+        pooled.as_secs_f64() * 1e6 / n
+    );
 }

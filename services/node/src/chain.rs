@@ -976,7 +976,7 @@ impl Driver {
         // `execute_block_checked`); the pool lock is held only to look them up.
         let known: Vec<bool> = {
             let pool = lock(&self.shared.mempool);
-            txs.iter().map(|t| pool.contains(&t.hash())).collect()
+            txs.iter().map(|t| pool.holds_verified(t)).collect()
         };
         let view = StateAt {
             store: &self.shared.store,

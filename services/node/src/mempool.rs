@@ -127,6 +127,15 @@ impl Mempool {
         self.by_hash.contains_key(hash)
     }
 
+    /// Whether the pool holds `tx` byte for byte, so its signature was verified at admission.
+    /// The hash alone is not enough: it covers the body, and a proposer may pair a pooled
+    /// body with other signature bytes.
+    pub fn holds_verified(&self, tx: &Transaction) -> bool {
+        self.by_hash
+            .get(&tx.hash())
+            .is_some_and(|pooled| pooled.encoded() == tx.encoded())
+    }
+
     /// Admits a batch of encoded transactions; one result per input, in order.
     pub fn admit(
         &mut self,

@@ -192,3 +192,30 @@ fn one_bad_signature_does_not_sink_the_batch() {
     assert!(results[0].is_ok() && results[1].is_ok() && results[3].is_ok());
     assert_eq!(results[2], Err(Rejected::Invalid(TxError::BadSignature)));
 }
+
+/// A proposer could pair a pooled body with other signature bytes: same hash, and only the
+/// pool's own bytes count as verified.
+#[test]
+fn only_the_pooled_bytes_count_as_verified() {
+    let accounts = registry(&[1]);
+    let mut pool = Mempool::new(CHAIN, MempoolConfig::default());
+    let good = tx(1, 0);
+    assert_eq!(
+        pool.admit(std::slice::from_ref(&good), &accounts)[0],
+        Ok(Admitted::Added)
+    );
+    let pooled = Transaction::decode(&good, usize::MAX).expect("decodes");
+    assert!(pool.holds_verified(&pooled));
+
+    let mut forged = good;
+    let last = forged.len() - 1; // a byte of the signature, the last field
+    forged[last] ^= 0x01;
+    let forged = Transaction::decode(&forged, usize::MAX).expect("still canonical");
+    assert_eq!(forged.hash(), pooled.hash());
+    assert!(pool.contains(&forged.hash()));
+    assert!(!pool.holds_verified(&forged));
+    assert_eq!(forged.verify_signature(), Err(TxError::BadSignature));
+
+    let elsewhere = Transaction::decode(&tx(1, 1), usize::MAX).expect("decodes");
+    assert!(!pool.holds_verified(&elsewhere));
+}
