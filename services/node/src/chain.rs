@@ -799,8 +799,8 @@ impl Driver {
             raw.iter()
                 .zip(&hashes)
                 .map(|(r, hash)| {
-                    let tx = pool.get(hash.as_ref()?)?;
-                    (tx.encoded() == *r && r.len() <= max_tx).then(|| tx.clone())
+                    let tx = pool.get_exact(hash.as_ref()?, r)?;
+                    (r.len() <= max_tx).then(|| tx.clone())
                 })
                 .collect()
         };

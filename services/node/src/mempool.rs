@@ -131,9 +131,14 @@ impl Mempool {
     /// The hash alone is not enough: it covers the body, and a proposer may pair a pooled
     /// body with other signature bytes.
     pub fn holds_verified(&self, tx: &Transaction) -> bool {
+        self.get_exact(&tx.hash(), tx.encoded()).is_some()
+    }
+
+    /// The pooled transaction named `hash` if its bytes are `encoded`.
+    pub fn get_exact(&self, hash: &Digest, encoded: &[u8]) -> Option<&Arc<Transaction>> {
         self.by_hash
-            .get(&tx.hash())
-            .is_some_and(|pooled| pooled.encoded() == tx.encoded())
+            .get(hash)
+            .filter(|pooled| pooled.encoded() == encoded)
     }
 
     /// Admits a batch of encoded transactions; one result per input, in order.

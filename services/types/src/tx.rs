@@ -394,20 +394,9 @@ impl Transaction {
     /// the bytes do not start with a complete body field.
     pub fn peek_hash(bytes: &[u8]) -> Option<Digest> {
         // Field 1 (`body`), length-delimited: tag byte 0x0a, then the length as a varint.
-        let rest = bytes.strip_prefix(&[0x0a])?;
-        let mut len: u64 = 0;
-        let mut used = 0;
-        for (i, b) in rest.iter().take(10).enumerate() {
-            len |= u64::from(b & 0x7f).checked_shl(7 * i as u32)?;
-            if b & 0x80 == 0 {
-                used = i + 1;
-                break;
-            }
-        }
-        if used == 0 {
-            return None;
-        }
-        let body = rest[used..].get(..usize::try_from(len).ok()?)?;
+        let mut rest = bytes.strip_prefix(&[0x0a])?;
+        let len = prost::encoding::decode_varint(&mut rest).ok()?;
+        let body = rest.get(..usize::try_from(len).ok()?)?;
         Some(hash_of(body))
     }
 
