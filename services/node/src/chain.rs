@@ -1064,8 +1064,15 @@ impl Driver {
         m.txs_committed
             .fetch_add(txs.len() as u64 - failed, Ordering::Relaxed);
         m.txs_failed.fetch_add(failed, Ordering::Relaxed);
+        let took = started.elapsed();
         m.commit_micros_total
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        tracing::debug!(
+            height,
+            txs = txs.len(),
+            micros = took.as_micros() as u64,
+            "committed"
+        );
         self.shared.committed.send_replace(height);
         Ok(())
     }

@@ -3,7 +3,7 @@
 
 use crate::chain::{ChainConfig, ChainShared, Driver, DriverEvent, dispatch};
 use crate::net::{NetConfig, Network, PeerAddr, TlsMaterial};
-use crate::store::NodeStore;
+use crate::store::{NodeStore, TREE_FLUSH_EVERY};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -306,6 +306,16 @@ impl RunningNode {
             key_pem: read(&config.tls.key)?,
             crl_pems,
         };
+        // Validators take turns at the slow tree flush: spread by their place among the
+        // consensus keys this node knows (itself and its peers), the same order on every node.
+        let mut keys: Vec<[u8; 32]> = peers
+            .iter()
+            .map(|p| p.key.0)
+            .chain(std::iter::once(me.0))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let place = keys.iter().position(|k| *k == me.0).unwrap_or(0) as u64;
         let t = &config.tuning;
         let net_config = NetConfig {
             listen: config.p2p_listen,
@@ -325,6 +335,7 @@ impl RunningNode {
             reason: e.to_string(),
         })?;
         let store = NodeStore::open(&config.data_dir.join("store"))?;
+        store.set_tree_flush_phase(place * TREE_FLUSH_EVERY / keys.len().max(1) as u64);
         let chain_config = ChainConfig {
             replica: ReplicaConfig {
                 base_timeout_ms: t.base_timeout_ms,

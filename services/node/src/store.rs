@@ -64,6 +64,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use sha2::Sha256;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The layout version written in `meta/format`. Format 1 wrote the tree with every commit and
@@ -150,6 +151,9 @@ struct Inner {
     pruner: Mutex<()>,
     /// Versions between tree flushes.
     tree_flush_every: u64,
+    /// Where in each `tree_flush_every` heights this store flushes (see
+    /// [`NodeStore::set_tree_flush_phase`]); 0 flushes `tree_flush_every` after the last flush.
+    tree_flush_phase: AtomicU64,
     /// The unflushed tree updates and the node cache. Changed by commits, replays and flushes
     /// (all under `writer`) and, for the cache, by reads.
     tree_memory: Mutex<TreeMemory>,
@@ -324,6 +328,33 @@ impl NodeStore {
         NodeStore::open_with(dir, TREE_FLUSH_EVERY)
     }
 
+    /// Staggers this store's tree flushes: they fall on heights `h` with
+    /// `(h + phase) % tree_flush_every == 0`. A flush is the slowest commit by far (it writes
+    /// what `tree_flush_every` blocks left in memory); validators that flush at the same heights
+    /// stall together and the chain waits for all of them, while with flushes spread over the
+    /// committee a quorum without the flushing one goes on. Takes effect from the next flush.
+    pub fn set_tree_flush_phase(&self, phase: u64) {
+        self.inner
+            .tree_flush_phase
+            .store(phase % self.inner.tree_flush_every, Ordering::Relaxed);
+    }
+
+    /// Whether the commit of `height` flushes the tree, the last flush being at `flushed`.
+    fn flush_due(&self, flushed: Option<Version>, height: u64) -> bool {
+        let every = self.inner.tree_flush_every;
+        let phase = self.inner.tree_flush_phase.load(Ordering::Relaxed);
+        let Some(f) = flushed else {
+            return true;
+        };
+        let gap = height.saturating_sub(f);
+        if phase == 0 {
+            return gap >= every;
+        }
+        // On the phase, but never twice within half a period (after a restart) and never more
+        // than two periods apart.
+        (gap >= every.div_ceil(2) && (height + phase).is_multiple_of(every)) || gap >= 2 * every
+    }
+
     /// [`open`](Self::open) with the tree flushed every `tree_flush_every` versions (at least
     /// 1: every commit).
     pub fn open_with(dir: &Path, tree_flush_every: u64) -> Result<NodeStore, StoreError> {
@@ -350,6 +381,7 @@ impl NodeStore {
             writer: Mutex::new(()),
             pruner: Mutex::new(()),
             tree_flush_every: tree_flush_every.max(1),
+            tree_flush_phase: AtomicU64::new(0),
             tree_memory: Mutex::new(TreeMemory {
                 recent: Recent {
                     latest: None,
@@ -565,10 +597,7 @@ impl NodeStore {
         mut batch: OwnedWriteBatch,
     ) -> Result<(), StoreError> {
         let memory = self.tree_memory();
-        let due = memory
-            .recent
-            .flushed
-            .is_none_or(|f| height.saturating_sub(f) >= self.inner.tree_flush_every);
+        let due = self.flush_due(memory.recent.flushed, height);
         if due {
             self.stage_flush(&memory, Some(&tree), height, &mut batch)?;
         }

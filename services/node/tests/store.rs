@@ -943,3 +943,33 @@ fn commit_latency_of_a_2000_leaf_update() {
         );
     }
 }
+
+/// The tree version on disk after committing heights up to `last` with a flush every 4
+/// heights at `phase`, and a crash (the store dropped without its shutdown flush).
+fn flushed_after(phase: u64, last: u8) -> Option<u64> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut chain = Chain::open_with(dir.path(), 4);
+        chain.store.set_tree_flush_phase(phase);
+        chain.genesis();
+        for h in 1..=last {
+            chain.anchors(h);
+        }
+    }
+    NodeStore::open_with(dir.path(), 4)
+        .expect("reopen")
+        .tree_version()
+}
+
+#[test]
+fn a_store_with_a_flush_phase_flushes_on_its_own_heights() {
+    // Genesis flushes at once; then the heights with (h + phase) % 4 == 0.
+    let phase1: Vec<_> = (1..=12).map(|last| flushed_after(1, last)).collect();
+    let expected = [0, 0, 3, 3, 3, 3, 7, 7, 7, 7, 11, 11].map(Some);
+    assert_eq!(phase1, expected);
+    // Another validator's phase: other heights, so that the two do not stall together.
+    let phase2: Vec<_> = (1..=7).map(|last| flushed_after(2, last)).collect();
+    assert_eq!(phase2, [0, 2, 2, 2, 2, 6, 6].map(Some));
+    // Phase 0 keeps the plain rule: every 4 heights after the last flush.
+    assert_eq!(flushed_after(0, 9), Some(8));
+}
