@@ -51,6 +51,9 @@
 //! so a crash loses no committed block; what it loses is the tree above `meta/tree`, which the
 //! chain rebuilds by executing the committed blocks above it again ([`NodeStore::replay_tree`];
 //! execution is deterministic and each replayed root is checked against the stored one).
+//! A node sets a flush phase ([`NodeStore::set_tree_flush_phase`]) so that validators flush at
+//! different heights: a flush is the slowest commit, and a chain whose validators all flush at
+//! once stalls on all of them.
 //!
 //! Readable versions: every version from the flush before the last one on (memory holds the
 //! updates since then), and the flushed versions themselves until pruning.
