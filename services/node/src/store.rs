@@ -51,12 +51,18 @@
 //! so a crash loses no committed block; what it loses is the tree above `meta/tree`, which the
 //! chain rebuilds by executing the committed blocks above it again ([`NodeStore::replay_tree`];
 //! execution is deterministic and each replayed root is checked against the stored one).
-//! A node sets a flush phase ([`NodeStore::set_tree_flush_phase`]) so that validators flush at
-//! different heights: a flush is the slowest commit, and a chain whose validators all flush at
-//! once stalls on all of them.
 //!
-//! Readable versions: every version from the flush before the last one on (memory holds the
-//! updates since then), and the flushed versions themselves until pruning.
+//! The flush batch is written on a thread of its own, beside the commits after it (memory
+//! keeps its versions until the next flush is done, so nothing waits for it), and not synced
+//! by itself: the next commit's sync covers it. A crash may lose the flush in progress too, so
+//! a restart replays fewer than `2 × tree_flush_every` blocks. The next flush waits for it, and
+//! its failure fails that commit (before it writes anything). A node also sets a flush phase
+//! ([`NodeStore::set_tree_flush_phase`]) so that validators flush at different heights: the
+//! flush still takes CPU and disk time, and a chain whose validators all flush at once slows
+//! on all of them.
+//!
+//! Readable versions: every version from the flush before the last finished one on (memory
+//! holds the updates since then), and the flushed versions themselves until pruning.
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
 use jmt::storage::{
@@ -69,6 +75,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 
 /// The layout version written in `meta/format`. Format 1 wrote the tree with every commit and
 /// had no `meta/tree`; it opens as format 2 with its tree flushed at the last committed height.
@@ -82,7 +89,7 @@ const META_TREE: &[u8] = b"tree";
 
 /// Versions between tree flushes (see "Write-behind tree"): long enough that the upper levels
 /// are written once per window rather than per block, short enough that a restart replays
-/// only a few blocks and memory holds at most twice this many versions' updates.
+/// only a few blocks and memory holds at most about three times this many versions' updates.
 pub const TREE_FLUSH_EVERY: u64 = 16;
 
 /// Memtable size per keyspace. fjall's default (64 MiB) grows a node by several hundred MiB
@@ -158,8 +165,44 @@ struct Inner {
     /// [`NodeStore::set_tree_flush_phase`]); 0 flushes `tree_flush_every` after the last flush.
     tree_flush_phase: AtomicU64,
     /// The unflushed tree updates and the node cache. Changed by commits, replays and flushes
-    /// (all under `writer`) and, for the cache, by reads.
-    tree_memory: Mutex<TreeMemory>,
+    /// (all under `writer`, or started under it) and, for the cache, by reads.
+    tree_memory: Arc<Mutex<TreeMemory>>,
+    /// The tree flush being written on a thread of its own, if any. Started and finished under
+    /// `writer`; at most one at a time.
+    flushing: Mutex<Option<Flushing>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The flush thread writes through handles of this database: it ends before the store.
+        let flushing = self
+            .flushing
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(flushing) = flushing.take()
+            && let Err(e) = flushing.finish()
+        {
+            tracing::warn!(error = %e, "tree flush failed while the store closed");
+        }
+    }
+}
+
+/// A tree flush written on its own thread (see "Write-behind tree").
+struct Flushing {
+    at: Version,
+    thread: JoinHandle<Result<(), StoreError>>,
+}
+
+impl Flushing {
+    fn finish(self) -> Result<(), StoreError> {
+        let at = self.at;
+        self.thread.join().unwrap_or_else(|_| {
+            Err(corrupt(
+                format!("tree flush at version {at}"),
+                "its thread panicked",
+            ))
+        })
+    }
 }
 
 struct TreeMemory {
@@ -175,17 +218,13 @@ struct Recent {
     latest: Option<Version>,
     /// The highest version whose tree the store holds in full; `None` before genesis.
     flushed: Option<Version>,
-    /// The updates held, by version.
-    updates: BTreeMap<Version, TreeUpdateBatch>,
+    /// The updates held, by version (shared with a flush thread while it writes them).
+    updates: BTreeMap<Version, Arc<TreeUpdateBatch>>,
     /// Per key, the versions held that wrote it, ascending.
     writes: FxHashMap<KeyHash, Vec<Version>>,
 }
 
 impl Recent {
-    fn above_flush(&self, version: Version) -> bool {
-        self.flushed.is_none_or(|f| version > f)
-    }
-
     fn node(&self, key: &NodeKey) -> Option<&Node> {
         self.updates.get(&key.version())?.node_batch.get_node(key)
     }
@@ -202,16 +241,19 @@ impl Recent {
         values.get(&(version, kh)).map(Option::as_ref)
     }
 
-    /// The updates above the last flush, oldest first.
-    fn unflushed(&self) -> impl Iterator<Item = &TreeUpdateBatch> {
+    /// The updates above the last flush up to `at`, oldest first.
+    fn unflushed(&self, at: Version) -> Vec<Arc<TreeUpdateBatch>> {
         let from = self.flushed.map_or(0, |f| f.saturating_add(1));
-        self.updates.range(from..).map(|(_, update)| update)
+        self.updates
+            .range(from..=at)
+            .map(|(_, u)| u.clone())
+            .collect()
     }
 }
 
 impl TreeMemory {
     /// Takes in a committed (or replayed) version's update.
-    fn record(&mut self, version: Version, tree: TreeUpdateBatch) {
+    fn record(&mut self, version: Version, tree: Arc<TreeUpdateBatch>) {
         let r = &mut self.recent;
         for (v, kh) in tree.node_batch.values().keys() {
             r.writes.entry(*kh).or_default().push(*v);
@@ -332,10 +374,11 @@ impl NodeStore {
     }
 
     /// Staggers this store's tree flushes: they fall on heights `h` with
-    /// `(h + phase) % tree_flush_every == 0`. A flush is the slowest commit by far (it writes
-    /// what `tree_flush_every` blocks left in memory); validators that flush at the same heights
-    /// stall together and the chain waits for all of them, while with flushes spread over the
-    /// committee a quorum without the flushing one goes on. Takes effect from the next flush.
+    /// `(h + phase) % tree_flush_every == 0`. A flush writes what `tree_flush_every` blocks
+    /// left in memory: even on its own thread it takes a core for a while, and validators that
+    /// flush at the same heights (on shared cores, or disks) slow together, while with flushes
+    /// spread over the committee a quorum of the others goes on at speed. Takes effect from the
+    /// next flush.
     pub fn set_tree_flush_phase(&self, phase: u64) {
         self.inner
             .tree_flush_phase
@@ -385,7 +428,8 @@ impl NodeStore {
             pruner: Mutex::new(()),
             tree_flush_every: tree_flush_every.max(1),
             tree_flush_phase: AtomicU64::new(0),
-            tree_memory: Mutex::new(TreeMemory {
+            flushing: Mutex::new(None),
+            tree_memory: Arc::new(Mutex::new(TreeMemory {
                 recent: Recent {
                     latest: None,
                     flushed: None,
@@ -393,7 +437,7 @@ impl NodeStore {
                     writes: FxHashMap::default(),
                 },
                 cache: NodeCache::new(),
-            }),
+            })),
         };
         let last = match inner.meta.get(META_LAST)? {
             None => None,
@@ -541,7 +585,7 @@ impl NodeStore {
         for g in s.pending.range(..=pending_key(c.height, &[0xff; 32])) {
             batch.remove(&s.pending, g.key()?);
         }
-        self.write_tree(c.height, c.tree, batch)
+        self.write_tree(c.height, c.tree, Some(batch))
     }
 
     /// Takes a replayed tree update for `height` into the tree (see "Write-behind tree"): the
@@ -559,29 +603,25 @@ impl NodeStore {
             .ok_or_else(|| invalid("the height is not committed".into()))?;
         check_tree_update(height, &root, &tree)
             .map_err(|_| invalid("the replayed tree's root is not the committed root".into()))?;
-        let batch = OwnedWriteBatch::with_capacity(self.inner.db.clone(), 1)
-            .durability(Some(PersistMode::SyncAll));
-        self.write_tree(height, tree, batch)
+        self.write_tree(height, tree, None)
     }
 
     /// Writes the tree's unflushed versions, if any (a clean shutdown: the next start then
-    /// replays nothing).
+    /// replays nothing). Waits for a flush in progress first.
     pub fn flush_tree(&self) -> Result<(), StoreError> {
         let _writer = self.write_lock();
-        let memory = self.tree_memory();
-        let Some(latest) = memory.recent.latest else {
-            return Ok(());
+        self.finish_flush()?;
+        let job = {
+            let memory = self.tree_memory();
+            let Some(latest) = memory.recent.latest else {
+                return Ok(());
+            };
+            if memory.recent.flushed == Some(latest) {
+                return Ok(());
+            }
+            self.flush_job(&memory, latest)
         };
-        if memory.recent.flushed == Some(latest) {
-            return Ok(());
-        }
-        let mut batch = OwnedWriteBatch::with_capacity(self.inner.db.clone(), 1)
-            .durability(Some(PersistMode::SyncAll));
-        self.stage_flush(&memory, None, latest, &mut batch)?;
-        drop(memory);
-        batch.commit()?;
-        self.tree_memory().flushed(latest);
-        Ok(())
+        job.write(Some(PersistMode::SyncAll))
     }
 
     /// The tree's latest version: after a restart, the flushed one until the blocks above it
@@ -590,86 +630,81 @@ impl NodeStore {
         self.tree_memory().recent.latest
     }
 
-    /// Commits `batch` with the tree writes of a flush, if one is due at `height`, then takes
-    /// the update into memory. The caller holds the writer lock: only commits, replays and
-    /// flushes change `recent`, so it holds still between staging and taking in.
+    fn flushing(&self) -> std::sync::MutexGuard<'_, Option<Flushing>> {
+        // Only ever holds a finished or running thread's handle.
+        self.inner
+            .flushing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for the flush in progress, if any; its failure is this call's.
+    fn finish_flush(&self) -> Result<(), StoreError> {
+        let flushing = self.flushing().take();
+        flushing.map_or(Ok(()), Flushing::finish)
+    }
+
+    /// Commits `batch` (a commit's writes), takes the update into memory and, when a flush is due at `height`,
+    /// starts it on a thread of its own: a flush writes what `tree_flush_every` blocks left in
+    /// memory, and as part of a commit it was the slowest commit by far. Memory keeps the
+    /// versions it writes until the flush after it is done, so reads never wait for it. The
+    /// caller holds the writer lock: only commits, replays and flushes change `recent`.
     fn write_tree(
         &self,
         height: u64,
         tree: TreeUpdateBatch,
-        mut batch: OwnedWriteBatch,
+        batch: Option<OwnedWriteBatch>,
     ) -> Result<(), StoreError> {
-        let memory = self.tree_memory();
-        let due = self.flush_due(memory.recent.flushed, height);
+        let started = self.flushing().as_ref().map(|f| f.at);
+        let due = self.flush_due(started.or(self.tree_memory().recent.flushed), height);
         if due {
-            self.stage_flush(&memory, Some(&tree), height, &mut batch)?;
+            // Before anything of this commit is written: a failed flush fails the commit.
+            self.finish_flush()?;
         }
-        // Readers are not held up by the sync.
-        drop(memory);
-        batch.commit()?;
+        if let Some(batch) = batch {
+            batch.commit()?;
+        }
         let mut memory = self.tree_memory();
-        memory.record(height, tree);
-        if due {
-            memory.flushed(height);
+        memory.record(height, Arc::new(tree));
+        if !due {
+            return Ok(());
         }
-        Ok(())
+        let job = self.flush_job(&memory, height);
+        drop(memory);
+        let spawned = std::thread::Builder::new()
+            .name("trellis-tree-flush".into())
+            .spawn(move || job.write(None));
+        match spawned {
+            Ok(thread) => {
+                *self.flushing() = Some(Flushing { at: height, thread });
+                Ok(())
+            }
+            // Out of threads: the commit's own thread writes the flush.
+            Err(_) => {
+                let job = self.flush_job(&self.tree_memory(), height);
+                job.write(None)
+            }
+        }
     }
 
-    /// Adds to `batch` what the store needs to read the tree at `at` and on: the unflushed
-    /// versions' nodes (and `new`'s) still live at `at`, each key's newest value among them,
-    /// the record of the stored nodes they made stale, and `meta/tree`.
-    fn stage_flush(
-        &self,
-        memory: &TreeMemory,
-        new: Option<&TreeUpdateBatch>,
-        at: Version,
-        batch: &mut OwnedWriteBatch,
-    ) -> Result<(), StoreError> {
+    /// The flush of the tree at `at`: the updates above the last flush up to `at`.
+    fn flush_job(&self, memory: &TreeMemory, at: Version) -> FlushJob {
         let s = &self.inner;
-        let recent = &memory.recent;
-        let window: Vec<&TreeUpdateBatch> = recent.unflushed().chain(new).collect();
-        let stale = || window.iter().flat_map(|u| &u.stale_node_index_batch);
-        // Made and made stale within the window: no version from `at` on reads them.
-        let transient: FxHashSet<&NodeKey> = stale()
-            .map(|s| &s.node_key)
-            .filter(|k| recent.above_flush(k.version()))
-            .collect();
-        for (key, node) in window.iter().flat_map(|u| u.node_batch.nodes()) {
-            if transient.contains(key) {
-                continue;
-            }
-            let encoded = encode_node(node).map_err(|e| StoreError::InvalidCommit {
-                height: at,
-                reason: format!("cannot encode tree node {key:?}: {e}"),
-            })?;
-            batch.insert(&s.nodes, encode_node_key(key), encoded);
+        FlushJob {
+            db: s.db.clone(),
+            nodes: s.nodes.clone(),
+            values: s.values.clone(),
+            stale: s.stale.clone(),
+            meta: s.meta.clone(),
+            memory: s.tree_memory.clone(),
+            window: memory.recent.unflushed(at),
+            below: memory.recent.flushed,
+            at,
         }
-        // Reads from `at` on need only each key's newest value (the window is oldest first).
-        let mut newest: FxHashMap<KeyHash, (Version, Option<&[u8]>)> = FxHashMap::default();
-        for ((v, kh), value) in window.iter().flat_map(|u| u.node_batch.values()) {
-            newest.insert(*kh, (*v, value.as_deref()));
-        }
-        for (kh, (v, value)) in newest {
-            batch.insert(&s.values, value_key(&kh, v), encode_value(value));
-        }
-        let record = stale_record(
-            memory,
-            stale().filter(|s| !recent.above_flush(s.node_key.version())),
-        );
-        if !record.is_empty() {
-            batch.insert(&s.stale, at.to_be_bytes(), record);
-        }
-        batch.insert(&s.meta, META_TREE, at.to_be_bytes());
-        Ok(())
     }
 
     fn tree_memory(&self) -> std::sync::MutexGuard<'_, TreeMemory> {
-        // A panic mid-update leaves at worst a missing cache entry: every change to `recent`
-        // happens after the store write it mirrors.
-        self.inner
-            .tree_memory
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock_memory(&self.inner.tree_memory)
     }
 
     /// The height of the last commit, if any.
@@ -820,6 +855,88 @@ impl NodeStore {
         }
         Ok(pruned)
     }
+}
+
+/// A tree flush (see "Write-behind tree"): what it writes, and clones of the store's handles
+/// to write it with, so that it can run on a thread of its own.
+struct FlushJob {
+    db: Database,
+    nodes: Keyspace,
+    values: Keyspace,
+    stale: Keyspace,
+    meta: Keyspace,
+    memory: Arc<Mutex<TreeMemory>>,
+    /// The updates above the last flush up to `at`, oldest first.
+    window: Vec<Arc<TreeUpdateBatch>>,
+    /// The last flush: the window's versions are above it.
+    below: Option<Version>,
+    at: Version,
+}
+
+impl FlushJob {
+    /// Writes, as one batch, what the store needs to read the tree at `at` and on: the
+    /// window's nodes still live at `at`, each key's newest value among them, the record of
+    /// the stored nodes the window made stale, and `meta/tree`. Then memory drops what only
+    /// versions before the previous flush needed.
+    fn write(self, durability: Option<PersistMode>) -> Result<(), StoreError> {
+        let began = std::time::Instant::now();
+        let above = |version: Version| self.below.is_none_or(|b| version > b);
+        let stale = || self.window.iter().flat_map(|u| &u.stale_node_index_batch);
+        // Made and made stale within the window: no version from `at` on reads them.
+        let transient: FxHashSet<&NodeKey> = stale()
+            .map(|s| &s.node_key)
+            .filter(|k| above(k.version()))
+            .collect();
+        let mut batch =
+            OwnedWriteBatch::with_capacity(self.db.clone(), 1024).durability(durability);
+        let mut nodes = 0usize;
+        for (key, node) in self.window.iter().flat_map(|u| u.node_batch.nodes()) {
+            if transient.contains(key) {
+                continue;
+            }
+            let encoded = encode_node(node).map_err(|e| StoreError::InvalidCommit {
+                height: self.at,
+                reason: format!("cannot encode tree node {key:?}: {e}"),
+            })?;
+            batch.insert(&self.nodes, encode_node_key(key), encoded);
+            nodes += 1;
+        }
+        // Reads from `at` on need only each key's newest value (the window is oldest first).
+        let mut newest: FxHashMap<KeyHash, (Version, Option<&[u8]>)> = FxHashMap::default();
+        for ((v, kh), value) in self.window.iter().flat_map(|u| u.node_batch.values()) {
+            newest.insert(*kh, (*v, value.as_deref()));
+        }
+        let values = newest.len();
+        for (kh, (v, value)) in newest {
+            batch.insert(&self.values, value_key(&kh, v), encode_value(value));
+        }
+        let record = stale_record(
+            &lock_memory(&self.memory),
+            stale().filter(|s| !above(s.node_key.version())),
+        );
+        if !record.is_empty() {
+            batch.insert(&self.stale, self.at.to_be_bytes(), record);
+        }
+        batch.insert(&self.meta, META_TREE, self.at.to_be_bytes());
+        let staged = began.elapsed();
+        batch.commit()?;
+        lock_memory(&self.memory).flushed(self.at);
+        tracing::debug!(
+            at = self.at,
+            nodes,
+            values,
+            staged_micros = staged.as_micros() as u64,
+            micros = began.elapsed().as_micros() as u64,
+            "tree flushed"
+        );
+        Ok(())
+    }
+}
+
+fn lock_memory(memory: &Mutex<TreeMemory>) -> std::sync::MutexGuard<'_, TreeMemory> {
+    // A panic mid-update leaves at worst a missing cache entry: every change to `recent`
+    // happens after the store write it mirrors.
+    memory.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Where one step of [`NodeStore::value_at`]'s walk leads.
