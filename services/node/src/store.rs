@@ -263,16 +263,19 @@ impl TreeMemory {
     }
 
     /// The tree up to `version` is in the store: what only versions before the previous flush
-    /// needed is dropped.
-    fn flushed(&mut self, version: Version) {
+    /// needed is let go, and returned for the caller to free after the lock.
+    #[must_use]
+    fn flushed(&mut self, version: Version) -> BTreeMap<Version, Arc<TreeUpdateBatch>> {
         let r = &mut self.recent;
-        if let Some(before) = r.flushed.replace(version) {
-            r.updates = r.updates.split_off(&before.saturating_add(1));
-            r.writes.retain(|_, versions| {
-                versions.retain(|v| *v > before);
-                !versions.is_empty()
-            });
-        }
+        let Some(before) = r.flushed.replace(version) else {
+            return BTreeMap::new();
+        };
+        let kept = r.updates.split_off(&before.saturating_add(1));
+        r.writes.retain(|_, versions| {
+            versions.retain(|v| *v > before);
+            !versions.is_empty()
+        });
+        std::mem::replace(&mut r.updates, kept)
     }
 
     /// Runs `f` on a tree node held in memory.
@@ -920,7 +923,9 @@ impl FlushJob {
         batch.insert(&self.meta, META_TREE, self.at.to_be_bytes());
         let staged = began.elapsed();
         batch.commit()?;
-        lock_memory(&self.memory).flushed(self.at);
+        // Freed after the lock: a window's nodes are tens of thousands of allocations.
+        let released = lock_memory(&self.memory).flushed(self.at);
+        drop(released);
         tracing::debug!(
             at = self.at,
             nodes,
