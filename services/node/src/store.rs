@@ -647,11 +647,12 @@ impl NodeStore {
         flushing.map_or(Ok(()), Flushing::finish)
     }
 
-    /// Commits `batch` (a commit's writes), takes the update into memory and, when a flush is due at `height`,
-    /// starts it on a thread of its own: a flush writes what `tree_flush_every` blocks left in
-    /// memory, and as part of a commit it was the slowest commit by far. Memory keeps the
-    /// versions it writes until the flush after it is done, so reads never wait for it. The
-    /// caller holds the writer lock: only commits, replays and flushes change `recent`.
+    /// Commits `batch` (a commit's writes), takes the update into memory and, when a flush is
+    /// due at `height`, starts it on a thread of its own: a flush writes what
+    /// `tree_flush_every` blocks left in memory, and as part of a commit it made that commit
+    /// the slowest by far. Memory keeps the versions it writes until the flush after it is
+    /// done, so reads never wait for it. The caller holds the writer lock: only commits,
+    /// replays and flushes change `recent`.
     fn write_tree(
         &self,
         height: u64,
