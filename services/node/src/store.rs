@@ -54,8 +54,9 @@
 //!
 //! The flush batch is written on a thread of its own, beside the commits after it (memory
 //! keeps its versions until the next flush is done, so nothing waits for it), and not synced
-//! by itself: the next commit's sync covers it. A crash may lose the flush in progress too, so
-//! a restart replays fewer than `2 × tree_flush_every` blocks. The next flush waits for it, and
+//! by itself: a later commit's sync covers it. A crash may lose the flush in progress too, so
+//! a restart replays up to about `2.5 × tree_flush_every` blocks (with a phase, the first flush
+//! after a restart comes half a period to a period and a half after it). The next flush waits for it, and
 //! its failure fails that commit (before it writes anything). A node also sets a flush phase
 //! ([`NodeStore::set_tree_flush_phase`]) so that validators flush at different heights: the
 //! flush still takes CPU and disk time, and a chain whose validators all flush at once slows
