@@ -6,9 +6,9 @@
 //!
 //! One database means one journal: a write made durable with `PersistMode::SyncAll` makes every
 //! earlier write durable too. [`NodeStore::commit`] writes everything a committed height needs
-//! (block, certificate, tx index, root, epoch change, head record, pending-block deletions, and
-//! at a flush the state tree; see "Write-behind tree") as ONE atomic batch synced before it
-//! returns, so after a crash a height is either fully there or not at all.
+//! (block, certificate, tx index, root, epoch change, head record, pending-block deletions) as
+//! ONE atomic batch synced before it returns, so after a crash a height is either fully there or
+//! not at all. The state tree is written behind, in batches of its own (see "Write-behind tree").
 //! [`NodeStore::put_safety`] syncs too; pending blocks and pruning are not synced by themselves
 //! (the next sync covers them).
 //!
@@ -56,11 +56,11 @@
 //! keeps its versions until the next flush is done, so nothing waits for it), and not synced
 //! by itself: a later commit's sync covers it. A crash may lose the flush in progress too, so
 //! a restart replays up to about `2.5 × tree_flush_every` blocks (with a phase, the first flush
-//! after a restart comes half a period to a period and a half after it). The next flush waits for it, and
-//! its failure fails that commit (before it writes anything). A node also sets a flush phase
-//! ([`NodeStore::set_tree_flush_phase`]) so that validators flush at different heights: the
-//! flush still takes CPU and disk time, and a chain whose validators all flush at once slows
-//! on all of them.
+//! after a restart comes half a period to a period and a half after it). The next flush waits
+//! for it, and its failure fails that commit (before it writes anything). A node also sets a
+//! flush phase ([`NodeStore::set_tree_flush_phase`]) so that validators flush at different
+//! heights: the flush still takes CPU and disk time, and a chain whose validators all flush at
+//! once slows on all of them.
 //!
 //! Readable versions: every version from the flush before the last finished one on (memory
 //! holds the updates since then), and the flushed versions themselves until pruning.
@@ -539,8 +539,8 @@ impl NodeStore {
     /// Atomically (one batch) and durably (SyncAll): the committed block, its certificate, the
     /// tx index entries, the state root at this height, an optional epoch-change proof, the new
     /// head record, and deletion of pending blocks at or below `height`. The tree update joins
-    /// the tree in memory, and the batch writes the tree when a flush is due (see "Write-behind
-    /// tree").
+    /// the tree in memory, and when a flush is due it starts on a thread of its own (see
+    /// "Write-behind tree").
     ///
     /// Refused, writing nothing: a height that is not the last committed height + 1
     /// ([`StoreError::OutOfOrder`]; the first commit may be any height), a tree update that is
@@ -684,7 +684,8 @@ impl NodeStore {
                 *self.flushing() = Some(Flushing { at: height, thread });
                 Ok(())
             }
-            // Out of threads: the commit's own thread writes the flush.
+            // Out of threads: the commit's own thread writes the flush. The commit's batch is
+            // durable by now, so a failure here is reported for a commit that did land.
             Err(_) => {
                 let job = self.flush_job(&self.tree_memory(), height);
                 job.write(None)
