@@ -594,7 +594,7 @@ impl Driver {
                 blocks.push(b);
             }
         }
-        replay_tree(&genesis.chain_id, &store)?;
+        replay_tree(&genesis.chain_id, &store, &genesis_writes)?;
         let executed = committed.height;
         let replica = Replica::new(
             config.replica.clone(),
@@ -1113,14 +1113,25 @@ fn committed_txs(block: &Block) -> Vec<Transaction> {
 
 /// Rebuilds the state tree above its last flush (after a crash; see the store's "Write-behind
 /// tree") by executing the committed blocks there again. Execution is deterministic, and the
-/// store checks each rebuilt root against the committed one.
-fn replay_tree(chain_id: &str, store: &NodeStore) -> Result<(), ChainError> {
+/// store checks each rebuilt root against the committed one. A crash before the first flush
+/// (of the genesis state) landed leaves no tree at all: it is rebuilt from the genesis writes.
+fn replay_tree(
+    chain_id: &str,
+    store: &NodeStore,
+    genesis_writes: &WriteSet,
+) -> Result<(), ChainError> {
     let Some(last) = store.last_committed_height()? else {
         return Ok(());
     };
-    let mut at = store
-        .tree_version()
-        .ok_or(ChainError::Corrupt("state tree (none flushed)"))?;
+    let mut at = match store.tree_version() {
+        Some(at) => at,
+        None => {
+            let (_, batch) = StateTree::new(store.clone()).prepare(0, genesis_writes)?;
+            store.replay_tree(0, batch)?;
+            tracing::info!("genesis state tree rebuilt");
+            0
+        }
+    };
     let from = at;
     while at < last {
         let height = at + 1;

@@ -56,7 +56,9 @@
 //! keeps its versions until the next flush is done, so nothing waits for it), and not synced
 //! by itself: a later commit's sync covers it. A crash may lose the flush in progress too, so
 //! a restart replays up to about `2.5 × tree_flush_every` blocks (with a phase, the first flush
-//! after a restart comes half a period to a period and a half after it). The next flush waits
+//! after a restart comes half a period to a period and a half after it). That includes the
+//! first flush, of the genesis state: a store with committed blocks and no tree at all is
+//! rebuilt from version 0 ([`NodeStore::replay_tree`] takes it first). The next flush waits
 //! for it, and its failure fails that commit (before it writes anything). A node also sets a
 //! flush phase ([`NodeStore::set_tree_flush_phase`]) so that validators flush at different
 //! heights: the flush still takes CPU and disk time, and a chain whose validators all flush at
@@ -593,13 +595,15 @@ impl NodeStore {
     }
 
     /// Takes a replayed tree update for `height` into the tree (see "Write-behind tree"): the
-    /// block at `height` is committed, and the tree is at `height - 1`. Refused, writing
+    /// block at `height` is committed, and the tree is at `height - 1` (or, for height 0, holds
+    /// nothing: a crash came before the genesis flush landed). Refused, writing
     /// nothing, when either is not so or the update's root is not the stored state root.
     pub fn replay_tree(&self, height: u64, tree: TreeUpdateBatch) -> Result<(), StoreError> {
         let _writer = self.write_lock();
         let invalid = |reason: String| StoreError::InvalidCommit { height, reason };
         let latest = self.tree_memory().recent.latest;
-        if latest.and_then(|v| v.checked_add(1)) != Some(height) {
+        // Version 0 too: a crash before the genesis flush landed leaves no tree at all.
+        if latest.map_or(Some(0), |v| v.checked_add(1)) != Some(height) {
             return Err(invalid(format!("the state tree is at version {latest:?}")));
         }
         let root = self
@@ -626,6 +630,13 @@ impl NodeStore {
             self.flush_job(&memory, latest)
         };
         job.write(Some(PersistMode::SyncAll))
+    }
+
+    /// Waits for the tree flush in progress, if any; its failure is this call's. Afterwards
+    /// the readable versions are exactly those "Write-behind tree" names for the last flush.
+    pub fn finish_tree_flush(&self) -> Result<(), StoreError> {
+        let _writer = self.write_lock();
+        self.finish_flush()
     }
 
     /// The tree's latest version: after a restart, the flushed one until the blocks above it

@@ -132,8 +132,9 @@ impl Chain {
             .last_committed_height()
             .expect("last")
             .expect("some");
-        let latest = self.tree.latest_version().expect("a flushed tree");
-        for h in latest + 1..=last {
+        // Nothing flushed: from version 0.
+        let first = self.tree.latest_version().map_or(0, |v| v + 1);
+        for h in first..=last {
             let (_, batch) = self.tree.prepare(h, &writes[h as usize]).expect("prepare");
             self.store.replay_tree(h, batch).expect("replay");
             self.tree.committed(h);
@@ -267,6 +268,74 @@ fn assert_tree_agrees(
     }
 }
 
+/// Deletes everything of the state tree from a closed store (its nodes, values, stale records
+/// and `meta/tree`), as a crash before the first flush landed leaves it; the blocks stay.
+fn drop_state_tree(dir: &Path) {
+    let db = fjall::Database::builder(dir).open().expect("fjall");
+    for name in ["jmt_nodes", "jmt_values", "jmt_stale"] {
+        let ks = db
+            .keyspace(name, fjall::KeyspaceCreateOptions::default)
+            .expect("keyspace");
+        let keys: Vec<Vec<u8>> = ks.iter().map(|g| g.key().expect("key").to_vec()).collect();
+        for k in keys {
+            ks.remove(k).expect("remove");
+        }
+    }
+    let meta = db
+        .keyspace("meta", fjall::KeyspaceCreateOptions::default)
+        .expect("meta");
+    meta.remove("tree").expect("remove meta/tree");
+    db.persist(fjall::PersistMode::SyncAll).expect("sync");
+}
+
+#[test]
+fn a_tree_lost_before_its_first_flush_is_rebuilt_from_version_0() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut chain = Chain::open_with(dir.path(), 4);
+    let mut memory = StateTree::in_memory();
+    chain.genesis();
+    for h in 1..=3 {
+        chain.anchors(h);
+    }
+    for (h, writes) in chain.writes.iter().enumerate() {
+        memory.apply(h as u64, writes).expect("apply");
+    }
+    let (writes, view, roots) = (
+        chain.writes.clone(),
+        chain.view.clone(),
+        chain.roots.clone(),
+    );
+    drop(chain);
+    drop_state_tree(dir.path());
+
+    let mut chain = Chain::open_with(dir.path(), 4);
+    (chain.writes, chain.view, chain.roots) = (writes.clone(), view, roots);
+    assert_eq!(chain.store.tree_version(), None);
+    assert_eq!(chain.store.last_committed_height().expect("last"), Some(3));
+    // Only version 0 may come first, with the committed genesis root.
+    let (_, one) = StateTree::new(trellis_node::state_tree::MemoryTreeStore::default())
+        .prepare(0, &writes[1])
+        .expect("prepare");
+    assert!(chain.store.replay_tree(0, one).is_err());
+    let (_, genesis) = chain.tree.prepare(0, &writes[0]).expect("prepare");
+    assert!(chain.store.replay_tree(1, genesis).is_err());
+    assert_eq!(chain.store.tree_version(), None);
+
+    chain.replay(&writes);
+    assert_eq!(chain.store.tree_version(), Some(3));
+    let keys = chain_keys(4);
+    for v in 0..=3 {
+        assert_tree_agrees(&chain.tree, &memory, v, &keys);
+    }
+    chain.anchors(4);
+    memory.apply(4, &chain.writes[4]).expect("apply");
+    chain.store.flush_tree().expect("flush");
+    drop(chain);
+    let chain = Chain::open_with(dir.path(), 4);
+    assert_eq!(chain.store.tree_version(), Some(4));
+    assert_tree_agrees(&chain.tree, &memory, 4, &keys);
+}
+
 #[test]
 fn an_unflushed_tree_is_rebuilt_by_replaying_the_committed_blocks() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -280,8 +349,10 @@ fn an_unflushed_tree_is_rebuilt_by_replaying_the_committed_blocks() {
         memory.apply(h as u64, writes).expect("apply");
     }
     let keys = chain_keys(12);
-    // Flushed at 0, 4 and 8: memory holds every version from 4 on; earlier ones between
-    // flushes were never written.
+    // Flushed at 0, 4 and 8: once the flush at 8 is done, memory holds every version from 5
+    // on and the store 4; earlier ones between flushes were never written. (While it runs,
+    // memory still holds 1 to 3.)
+    chain.store.finish_tree_flush().expect("flush");
     for v in 4..=10 {
         assert_tree_agrees(&chain.tree, &memory, v, &keys);
     }
@@ -793,15 +864,19 @@ fn crash_child(dir: &Path) {
 /// Rebuilds the crash chain's tree from its last flush up to `last`, as a restarted node
 /// does by executing the committed blocks again.
 fn replay_crash_chain(store: &NodeStore, last: u64) -> StateTree<NodeStore> {
-    let flushed = store.tree_version().expect("the genesis tree is flushed");
-    assert!(flushed <= last);
-    // A flush is written beside the commits after it: a crash may lose the one in progress.
+    // A flush is written beside the commits after it: a crash may lose the one in progress,
+    // even the first one (then the tree is rebuilt from version 0).
+    let flushed = store.tree_version();
+    let mut tree = match flushed {
+        Some(flushed) => StateTree::resume(store.clone(), flushed),
+        None => StateTree::new(store.clone()),
+    };
+    let first = flushed.map_or(0, |f| f + 1);
     assert!(
-        last - flushed < 2 * trellis_node::store::TREE_FLUSH_EVERY,
-        "flushed {flushed}, last {last}"
+        first <= last + 1 && last + 1 - first < 2 * trellis_node::store::TREE_FLUSH_EVERY,
+        "flushed {flushed:?}, last {last}"
     );
-    let mut tree = StateTree::resume(store.clone(), flushed);
-    for h in flushed + 1..=last {
+    for h in first..=last {
         let (_, batch) = tree.prepare(h, &crash_writes(h)).expect("prepare");
         store.replay_tree(h, batch).expect("replay");
         tree.committed(h);

@@ -360,6 +360,28 @@ async fn bad_input_gets_problem_json_and_the_node_keeps_serving() {
     }
 }
 
+/// Deletes everything of the state tree from a node's store (its nodes, values, stale records
+/// and the record of its last flush), keeping the committed blocks.
+fn drop_state_tree(store: &Path) {
+    let db = fjall::Database::builder(store).open().expect("fjall");
+    for name in ["jmt_nodes", "jmt_values", "jmt_stale"] {
+        let ks = db
+            .keyspace(name, fjall::KeyspaceCreateOptions::default)
+            .expect("keyspace");
+        let keys: Vec<Vec<u8>> = ks.iter().map(|g| g.key().expect("key").to_vec()).collect();
+        assert!(!keys.is_empty() || name == "jmt_stale", "{name} is empty");
+        for k in keys {
+            ks.remove(k).expect("remove");
+        }
+    }
+    let meta = db
+        .keyspace("meta", fjall::KeyspaceCreateOptions::default)
+        .expect("meta");
+    assert!(meta.get("tree").expect("meta/tree").is_some());
+    meta.remove("tree").expect("remove meta/tree");
+    db.persist(fjall::PersistMode::SyncAll).expect("sync");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_validator_catches_up() {
     let mut net = Devnet::start(4).await;
@@ -367,6 +389,10 @@ async fn a_restarted_validator_catches_up() {
     // Stop validator 4; three of four still make a quorum.
     let stopped = net.nodes[3].take().expect("running");
     stopped.shutdown().await;
+    // And its state tree is lost, as a crash before the genesis flush landed leaves it: the
+    // restart rebuilds it from the genesis state by executing its committed blocks again.
+    let config = load_config(&net.network.nodes[3].config);
+    drop_state_tree(&config.data_dir.join("store"));
     let mut last = Digest::default();
     for n in 0..5u64 {
         let tx = anchor_tx(&member, n, Digest::of(&[n as u8, 9]), "while-down");
@@ -377,7 +403,6 @@ async fn a_restarted_validator_catches_up() {
     let v = net.wait_status(0, &last, "committed").await;
     let height = v["height"].as_u64().expect("height");
     net.wait_height(0, height + 20).await;
-    let config = load_config(&net.network.nodes[3].config);
     net.nodes[3] = Some(RunningNode::start(config).await.expect("restart"));
     net.wait_status(3, &last, "committed").await;
     net.wait_height(3, height + 25).await;
