@@ -80,11 +80,9 @@ fn main() {
             .collect();
         nonce += per_block / ACCOUNTS;
         let t = Instant::now();
-        let view = StateAt {
-            store: &store,
-            version: height - 1,
-        };
+        let view = StateAt::new(&store, height - 1);
         let outcome = execute_block_checked(CHAIN, height, &view, &txs, |_| true);
+        view.finish().expect("state reads");
         execute += t.elapsed();
         if let Some(r) = outcome.receipts.iter().find(|r| r.outcome.is_err()) {
             panic!("height {height}: {:?}", r.outcome);

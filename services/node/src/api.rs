@@ -2,7 +2,7 @@
 //! their proof bundle, status, health, metrics and the OpenAPI document. Every error is RFC 9457
 //! `application/problem+json`.
 
-use crate::chain::{ChainShared, TxLocation, lock};
+use crate::chain::{ChainShared, StateAt, TxLocation, lock};
 use crate::mempool::{Admitted, Rejected};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -550,6 +550,19 @@ pub(crate) fn proof_internal(e: impl std::fmt::Display) -> Problem {
     internal(e)
 }
 
+/// Runs `read` over the state of the latest executed block, and gives its answer with that
+/// block's height. A read the store failed makes it a 500: never an answer of "absent".
+pub(crate) fn read_state<T>(
+    chain: &ChainShared,
+    read: impl FnOnce(&StateAt<'_>) -> T,
+) -> Result<(T, u64), Problem> {
+    let state = chain.state();
+    let out = read(&state);
+    let height = state.version;
+    state.finish().map_err(internal)?;
+    Ok((out, height))
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct AccountView {
     pub public_key: String,
@@ -563,7 +576,10 @@ pub struct AccountView {
     responses((status = 200, body = AccountView), (status = 400, body = Problem), (status = 404, body = Problem)))]
 async fn account(State(st): St, Path(key): Path<String>) -> Result<Json<AccountView>, Problem> {
     let k = trellis_types::PublicKey(parse_digest(&key, "key")?.0);
-    let acct = trellis_ledger::beacon::read_account(&st.chain.state(), &k).ok_or_else(|| {
+    let (acct, _) = read_state(&st.chain, |state| {
+        trellis_ledger::beacon::read_account(state, &k)
+    })?;
+    let acct = acct.ok_or_else(|| {
         Problem::new(StatusCode::NOT_FOUND, "unknown-account", "no such account").field("key")
     })?;
     Ok(Json(AccountView {

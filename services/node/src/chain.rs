@@ -17,11 +17,11 @@ use crate::mempool::{Accounts, Admitted, Mempool, MempoolConfig, Rejected};
 use crate::net::{Inbound, Network};
 use crate::payload;
 use crate::state_tree::StateTree;
-use crate::store::{CommitBatch, NodeStore};
+use crate::store::{CommitBatch, NodeStore, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
@@ -233,10 +233,29 @@ pub struct ChainShared {
     pub sync_batch: u32,
 }
 
-/// Reads committed state at one version of the tree.
+/// Reads committed state at one version of the tree. The ledger's `StateView` has no error
+/// path, so a read the store fails is answered as absent and remembered; whoever acts on what
+/// was read calls [`StateAt::finish`] first. A failed read must never pass for an absent key:
+/// executed as one, it would commit a state root that the other validators do not have.
 pub struct StateAt<'a> {
-    pub store: &'a NodeStore,
+    store: &'a NodeStore,
     pub version: u64,
+    failed: OnceLock<StoreError>,
+}
+
+impl<'a> StateAt<'a> {
+    pub fn new(store: &'a NodeStore, version: u64) -> StateAt<'a> {
+        StateAt {
+            store,
+            version,
+            failed: OnceLock::new(),
+        }
+    }
+
+    /// The first read that failed, if any: then nothing read here is to be trusted.
+    pub fn finish(self) -> Result<(), StoreError> {
+        self.failed.into_inner().map_or(Ok(()), Err)
+    }
 }
 
 impl StateView for StateAt<'_> {
@@ -247,7 +266,9 @@ impl StateView for StateAt<'_> {
         ) {
             Ok(v) => v,
             Err(e) => {
-                tracing::error!(error = %e, "state read failed");
+                tracing::error!(error = %e, version = self.version, "state read failed");
+                // Only the first is kept; it is the one `finish` reports.
+                let _ = self.failed.set(e);
                 None
             }
         }
@@ -295,10 +316,7 @@ impl Accounts for PendingAccounts<'_> {
 
 impl ChainShared {
     pub fn state(&self) -> StateAt<'_> {
-        StateAt {
-            store: &self.store,
-            version: self.executed.load(Ordering::Acquire),
-        }
+        StateAt::new(&self.store, self.executed.load(Ordering::Acquire))
     }
 
     pub fn status_snapshot(&self) -> ChainStatus {
@@ -654,8 +672,14 @@ impl Driver {
             tokio::select! {
                 ev = events.recv() => match ev {
                     None | Some(DriverEvent::Shutdown) => {
-                        // The next start then has no blocks to replay.
-                        if let Err(e) = self.shared.store.flush_tree() {
+                        // Up to the state the certified head commits to, which proofs right
+                        // after the restart use; the start replays the few blocks above it.
+                        let proven = crate::proofs::certified_state_height(
+                            &self.shared,
+                            self.executed,
+                        );
+                        let up_to = proven.unwrap_or(self.executed);
+                        if let Err(e) = self.shared.store.flush_tree_up_to(up_to) {
                             tracing::warn!(error = %e, "state tree flush at shutdown failed");
                         }
                         break;
@@ -978,12 +1002,10 @@ impl Driver {
             let pool = lock(&self.shared.mempool);
             txs.iter().map(|t| pool.holds_verified(t)).collect()
         };
-        let view = StateAt {
-            store: &self.shared.store,
-            version: self.executed,
-        };
+        let view = StateAt::new(&self.shared.store, self.executed);
         let outcome =
             execute_block_checked(&self.shared.chain_id, height, &view, &txs, |i| known[i]);
+        view.finish()?;
         let (root, batch) = self.tree.prepare(height, &outcome.writes)?;
         let mut failed = 0u64;
         let index: Vec<([u8; 32], Vec<u8>)> = outcome
@@ -1141,9 +1163,10 @@ fn replay_tree(
         let block =
             wire::decode_block(&bytes).map_err(|_| ChainError::Corrupt("committed block"))?;
         let txs = committed_txs(&block);
-        let view = StateAt { store, version: at };
+        let view = StateAt::new(store, at);
         // Nothing was admitted in this process: every signature is checked.
         let outcome = execute_block_checked(chain_id, height, &view, &txs, |_| false);
+        view.finish()?;
         let (_, batch) = StateTree::resume(store.clone(), at).prepare(height, &outcome.writes)?;
         store.replay_tree(height, batch)?;
         at = height;

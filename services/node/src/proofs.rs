@@ -4,7 +4,7 @@
 
 use crate::api::{Problem, no_anchor, not_yet_provable, proof_internal};
 use crate::chain::ChainShared;
-use crate::state_tree::StateTree;
+use crate::state_tree::{StateTree, StateTreeError};
 use prost::Message as _;
 use std::sync::atomic::Ordering;
 use trellis_consensus::{Block, BlockHeader, QuorumCert};
@@ -23,13 +23,21 @@ pub fn anchor_bundle(chain: &ChainShared, digest: &Digest) -> Result<AnchorBundl
     }
     let (head, headers, commit_qc) = certified_head(chain, executed)?;
     let version = head.header.state.height;
-    let (value, state_proof) = tree.get_with_proof(version, &key).map_err(proof_internal)?;
+    // Committed after the state the head commits to, or not at all.
+    let unproven = || match tree.get(executed, &key).map_err(proof_internal)? {
+        Some(_) => Err(not_yet_provable()),
+        None => Err(no_anchor()),
+    };
+    let (value, state_proof) = match tree.get_with_proof(version, &key) {
+        Ok(found) => found,
+        // The head's state (a few versions back) is not readable: after a crash only the
+        // versions from the tree's last flush on are, until the chain commits a newer head. (A
+        // clean shutdown flushes up to that state.)
+        Err(StateTreeError::NoSuchVersion(_)) => return unproven(),
+        Err(e) => return Err(proof_internal(e)),
+    };
     let Some(value) = value else {
-        // Committed after the state the head commits to, or not at all.
-        return match tree.get(executed, &key).map_err(proof_internal)? {
-            Some(_) => Err(not_yet_provable()),
-            None => Err(no_anchor()),
-        };
+        return unproven();
     };
     let record = pb::AnchorRecord::decode(value.as_slice()).map_err(proof_internal)?;
     let mut epoch_changes = Vec::new();
@@ -48,6 +56,14 @@ pub fn anchor_bundle(chain: &ChainShared, digest: &Digest) -> Result<AnchorBundl
         commit_qc,
         epoch_changes,
     })
+}
+
+/// The state version that [`anchor_bundle`] proves against while `height` is the latest
+/// executed one; `None` when no certified head is found.
+pub(crate) fn certified_state_height(chain: &ChainShared, height: u64) -> Option<u64> {
+    certified_head(chain, height)
+        .ok()
+        .map(|(head, _, _)| head.header.state.height)
 }
 
 /// The highest committed block at or below `height` with a certificate that proves it: one

@@ -3,7 +3,7 @@
 //! consortium CA) read the chain through these, never through the store. Everything served
 //! here is already public beacon state: org ids, keys, hashes and salted commitments.
 
-use crate::api::Problem;
+use crate::api::{Problem, read_state};
 use crate::chain::ChainShared;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -72,25 +72,24 @@ pub struct MemberList {
 
 /// Every org that was ever a member, with its status.
 #[utoipa::path(get, path = "/v1/members", responses((status = 200, body = MemberList)))]
-async fn members(State(chain): St) -> Json<MemberList> {
-    let state = chain.state();
-    let members = read_member_index(&state)
-        .orgs
-        .iter()
-        .filter_map(|o| read_member(&state, o))
-        .map(|m| member_view(&m))
-        .collect();
-    Json(MemberList {
-        height: state.version,
-        members,
-    })
+async fn members(State(chain): St) -> Result<Json<MemberList>, Problem> {
+    let (members, height) = read_state(&chain, |state| {
+        read_member_index(state)
+            .orgs
+            .iter()
+            .filter_map(|o| read_member(state, o))
+            .map(|m| member_view(&m))
+            .collect()
+    })?;
+    Ok(Json(MemberList { height, members }))
 }
 
 /// One member org.
 #[utoipa::path(get, path = "/v1/members/{org}", params(("org" = String, Path)),
     responses((status = 200, body = MemberView), (status = 404, body = Problem)))]
 async fn member(State(chain): St, Path(org): Path<String>) -> Result<Json<MemberView>, Problem> {
-    read_member(&chain.state(), &org)
+    read_state(&chain, |state| read_member(state, &org))?
+        .0
         .map(|m| Json(member_view(&m)))
         .ok_or_else(|| {
             Problem::new(
@@ -122,7 +121,8 @@ async fn attestation(
     Path(key): Path<String>,
 ) -> Result<Json<AttestationView>, Problem> {
     let k = parse_key(&key)?;
-    let a = read_attestation(&chain.state(), &k).ok_or_else(|| {
+    let (a, _) = read_state(&chain, |state| read_attestation(state, &k))?;
+    let a = a.ok_or_else(|| {
         Problem::new(
             StatusCode::NOT_FOUND,
             "no-attestation",
@@ -167,21 +167,22 @@ pub struct GovernanceParamsView {
 /// Governance parameters in force.
 #[utoipa::path(get, path = "/v1/governance/params",
     responses((status = 200, body = GovernanceParamsView)))]
-async fn params(State(chain): St) -> Json<GovernanceParamsView> {
-    let state = chain.state();
-    let g = read_governance(&state);
-    let active = read_member_index(&state)
-        .orgs
-        .iter()
-        .filter_map(|o| read_member(&state, o))
-        .filter(|m| m.status() == MemberStatus::Active)
-        .count() as u64;
-    Json(GovernanceParamsView {
+async fn params(State(chain): St) -> Result<Json<GovernanceParamsView>, Problem> {
+    let ((g, active), _) = read_state(&chain, |state| {
+        let active = read_member_index(state)
+            .orgs
+            .iter()
+            .filter_map(|o| read_member(state, o))
+            .filter(|m| m.status() == MemberStatus::Active)
+            .count() as u64;
+        (read_governance(state), active)
+    })?;
+    Ok(Json(GovernanceParamsView {
         approval_num: g.approval_num,
         approval_den: g.approval_den,
         proposal_ttl_blocks: g.proposal_ttl_blocks,
         active_members: active,
-    })
+    }))
 }
 
 #[derive(Serialize, Deserialize, ToSchema, Clone, Debug, PartialEq, Eq)]
@@ -296,22 +297,21 @@ async fn proposals(
         .field("status"));
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let state = chain.state();
-    let mut out = Vec::new();
-    let mut id = read_last_proposal_id(&state);
-    while id > 0 && out.len() < limit {
-        if let Some(p) = read_proposal(&state, id) {
-            let view = proposal_view(&p, state.version);
-            if q.status.as_deref().is_none_or(|s| s == view.status) {
-                out.push(view);
+    let (proposals, height) = read_state(&chain, |state| {
+        let mut out = Vec::new();
+        let mut id = read_last_proposal_id(state);
+        while id > 0 && out.len() < limit {
+            if let Some(p) = read_proposal(state, id) {
+                let view = proposal_view(&p, state.version);
+                if q.status.as_deref().is_none_or(|s| s == view.status) {
+                    out.push(view);
+                }
             }
+            id -= 1;
         }
-        id -= 1;
-    }
-    Ok(Json(ProposalList {
-        height: state.version,
-        proposals: out,
-    }))
+        out
+    })?;
+    Ok(Json(ProposalList { height, proposals }))
 }
 
 /// One governance proposal with its votes.
@@ -326,9 +326,9 @@ async fn proposal(State(chain): St, Path(id): Path<String>) -> Result<Json<Propo
         )
         .field("id")
     })?;
-    let state = chain.state();
-    read_proposal(&state, id)
-        .map(|p| Json(proposal_view(&p, state.version)))
+    let (found, height) = read_state(&chain, |state| read_proposal(state, id))?;
+    found
+        .map(|p| Json(proposal_view(&p, height)))
         .ok_or_else(|| {
             Problem::new(
                 StatusCode::NOT_FOUND,
@@ -358,11 +358,10 @@ pub struct RevocationListView {
 /// Every certificate revoked on the beacon, sorted by serial.
 #[utoipa::path(get, path = "/v1/revocations",
     responses((status = 200, body = RevocationListView)))]
-async fn revocations(State(chain): St) -> Json<RevocationListView> {
-    let state = chain.state();
-    let list = read_revocations(&state);
-    Json(RevocationListView {
-        height: state.version,
+async fn revocations(State(chain): St) -> Result<Json<RevocationListView>, Problem> {
+    let (list, height) = read_state(&chain, |state| read_revocations(state))?;
+    Ok(Json(RevocationListView {
+        height,
         revocations: list
             .entries
             .iter()
@@ -373,7 +372,7 @@ async fn revocations(State(chain): St) -> Json<RevocationListView> {
                 revoker: hex::encode(&e.revoker),
             })
             .collect(),
-    })
+    }))
 }
 
 #[derive(OpenApi)]

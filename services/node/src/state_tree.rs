@@ -21,7 +21,9 @@
 //! durable `crate::store::NodeStore`, or the [`MemoryTreeStore`] here (tests, tools), whose
 //! [`StateTree::apply`] does prepare + write + committed in one call.
 
-use jmt::storage::{LeafNode, Node, NodeKey, StaleNodeIndex, TreeReader, TreeUpdateBatch};
+use jmt::storage::{
+    LeafNode, NibblePath, Node, NodeKey, StaleNodeIndex, TreeReader, TreeUpdateBatch,
+};
 use jmt::{JellyfishMerkleTree, KeyHash, OwnedValue, Version};
 use sha2::Sha256;
 use std::collections::{BTreeMap, BTreeSet};
@@ -234,7 +236,7 @@ impl<R: TreeReader> StateTree<R> {
                 .map(|(k, v)| (key_hash(k.as_bytes()), v.clone()))
                 .collect()
         };
-        let (root, batch) = guarded(|| match inserts {
+        let (root, mut batch) = guarded(|| match inserts {
             Some(inserts) if !inserts.is_empty() => self
                 .jmt()
                 .batch_put_value_sets(vec![inserts], None, version)
@@ -248,6 +250,17 @@ impl<R: TreeReader> StateTree<R> {
                 .put_value_set(value_set(), version)
                 .map_err(tree_err),
         })?;
+        // For a version that changes nothing, jmt copies the root to the new version and, unlike
+        // every other update, leaves the root before it live. Marked stale here like any
+        // replaced root: otherwise a flush writes that root without the children that later
+        // versions replaced, and once memory lets its version go it reads as present but
+        // incomplete instead of gone.
+        if let Some(previous) = version.checked_sub(1) {
+            batch.stale_node_index_batch.insert(StaleNodeIndex {
+                stale_since_version: version,
+                node_key: NodeKey::new(previous, NibblePath::from_iter(std::iter::empty())),
+            });
+        }
         Ok((Digest(root.0), batch))
     }
 

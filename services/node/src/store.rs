@@ -614,9 +614,18 @@ impl NodeStore {
         self.write_tree(height, tree, None)
     }
 
-    /// Writes the tree's unflushed versions, if any (a clean shutdown: the next start then
-    /// replays nothing). Waits for a flush in progress first.
+    /// Writes the tree's unflushed versions, if any: the next start then replays nothing.
+    /// Waits for a flush in progress first.
     pub fn flush_tree(&self) -> Result<(), StoreError> {
+        self.flush_tree_up_to(Version::MAX)
+    }
+
+    /// Writes the tree's unflushed versions up to `version` (at most the latest), synced. A
+    /// clean shutdown flushes up to the state its latest certified head commits to, a few
+    /// versions back: proofs right after the restart are made against that version, and the
+    /// start rebuilds the versions above it in memory by replaying their blocks, so every one
+    /// from it on is readable (flushed at the latest, the ones before would be gone).
+    pub fn flush_tree_up_to(&self, version: Version) -> Result<(), StoreError> {
         let _writer = self.write_lock();
         self.finish_flush()?;
         let job = {
@@ -624,10 +633,11 @@ impl NodeStore {
             let Some(latest) = memory.recent.latest else {
                 return Ok(());
             };
-            if memory.recent.flushed == Some(latest) {
+            let at = version.min(latest);
+            if memory.recent.flushed.is_some_and(|f| f >= at) {
                 return Ok(());
             }
-            self.flush_job(&memory, latest)
+            self.flush_job(&memory, at)
         };
         job.write(Some(PersistMode::SyncAll))
     }

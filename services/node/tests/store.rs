@@ -7,7 +7,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use trellis_ledger::beacon::{BeaconGenesis, GenesisAccount, execute_block};
-use trellis_ledger::state::{MemoryState, StateKey, WriteSet};
+use trellis_ledger::state::{MemoryState, StateKey, StateView, WriteSet};
+use trellis_node::chain::StateAt;
 use trellis_node::state_tree::{StateTree, StateTreeError};
 use trellis_node::store::{CommitBatch, NodeStore, StoreError};
 use trellis_types::pb::Role;
@@ -334,6 +335,101 @@ fn a_tree_lost_before_its_first_flush_is_rebuilt_from_version_0() {
     let chain = Chain::open_with(dir.path(), 4);
     assert_eq!(chain.store.tree_version(), Some(4));
     assert_tree_agrees(&chain.tree, &memory, 4, &keys);
+}
+
+/// jmt copies the root for a version that changes nothing and leaves the root before it live;
+/// unmarked, a flush wrote that root without the children later versions replaced, and its
+/// version read as present but incomplete (a proof of it panicked inside jmt) once memory let
+/// it go.
+#[test]
+fn a_version_before_an_empty_one_is_gone_not_half_there_once_memory_lets_it_go() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut chain = Chain::open_with(dir.path(), 4);
+    chain.genesis();
+    chain.anchors(1);
+    chain.anchors(2);
+    chain.commit(3, &WriteSet::new(), &[]);
+    assert_eq!(chain.roots[3], chain.roots[2]);
+    for h in 4..=9u8 {
+        // One nonce behind the height: block 3 took none.
+        let txs: Vec<Transaction> = (1..=3)
+            .map(|i| anchor(i, u64::from(h - 2), h * 10 + i))
+            .collect();
+        let out = execute_block(CHAIN, 1, &chain.view, &txs);
+        assert!(out.receipts.iter().all(|r| r.outcome.is_ok()));
+        chain.commit(u64::from(h), &out.writes, &txs);
+    }
+    // Flushed at 4 and 8: memory holds 5 on, the store 0, 4 and 8.
+    chain.store.finish_tree_flush().expect("flush");
+    let key = StateKey::account(&signer(1).public_key());
+    for v in [1, 2, 3] {
+        assert!(
+            matches!(chain.tree.root(v), Err(StateTreeError::NoSuchVersion(_))),
+            "version {v}: {:?}",
+            chain.tree.root(v)
+        );
+        assert!(
+            matches!(
+                chain.tree.get_with_proof(v, &key),
+                Err(StateTreeError::NoSuchVersion(_))
+            ),
+            "version {v}"
+        );
+    }
+    for v in [0, 4, 8, 9] {
+        assert_eq!(
+            chain.tree.root(v).expect("readable"),
+            chain.roots[v as usize]
+        );
+        let (value, proof) = chain.tree.get_with_proof(v, &key).expect("provable");
+        proof
+            .verify(&chain.roots[v as usize], key.as_bytes(), value.as_deref())
+            .expect("proof verifies");
+    }
+}
+
+/// A clean shutdown flushes up to the state the latest certified head commits to, a few
+/// versions back; the start replays the blocks above it, so every version from it on reads
+/// (and proves) as before.
+#[test]
+fn a_flush_up_to_an_earlier_version_keeps_it_and_the_later_ones_readable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut chain = Chain::open_with(dir.path(), 4);
+    chain.genesis();
+    for h in 1..=7 {
+        chain.anchors(h);
+    }
+    // Flushed at 4; up to 6 now (at most the latest, and never back).
+    chain.store.flush_tree_up_to(6).expect("flush");
+    chain.store.flush_tree_up_to(5).expect("nothing to do");
+    let (writes, view, roots) = (
+        chain.writes.clone(),
+        chain.view.clone(),
+        chain.roots.clone(),
+    );
+    drop(chain);
+    let mut chain = Chain::open_with(dir.path(), 4);
+    (chain.writes, chain.view, chain.roots) = (writes.clone(), view, roots.clone());
+    assert_eq!(chain.store.tree_version(), Some(6));
+    chain.replay(&writes);
+    assert_eq!(chain.store.tree_version(), Some(7));
+    let key = StateKey::account(&signer(2).public_key());
+    for v in [6, 7] {
+        assert_eq!(chain.tree.root(v).expect("readable"), roots[v as usize]);
+        let (value, proof) = chain.tree.get_with_proof(v, &key).expect("provable");
+        proof
+            .verify(&roots[v as usize], key.as_bytes(), value.as_deref())
+            .expect("proof verifies");
+    }
+    assert!(matches!(
+        chain.tree.root(5),
+        Err(StateTreeError::NoSuchVersion(5))
+    ));
+    // Beyond the latest is the latest.
+    chain.store.flush_tree_up_to(u64::MAX).expect("flush");
+    drop(chain);
+    let chain = Chain::open_with(dir.path(), 4);
+    assert_eq!(chain.store.tree_version(), Some(7));
 }
 
 #[test]
@@ -772,12 +868,25 @@ fn corrupt_records_are_errors_not_panics() {
     chain.genesis();
     chain.anchors(1);
     let root = chain.roots[1];
-    drop(chain);
     let key = StateKey::account(&signer(1).public_key());
+    let intact = StateAt::new(&chain.store, 1);
+    assert!(intact.get(&key).is_some());
+    intact.finish().expect("nothing failed");
+    drop(chain);
 
     // Below the root (a node key's ninth byte is its nibble count; the root's is 0).
     corrupt(dir.path(), |k| k[8] != 0);
     let chain = Chain::open(dir.path());
+    // Execution's view answers a failed read as absent (the ledger has no error path) but
+    // remembers it: the commit and the replay ask before they use what was read.
+    let view = StateAt::new(&chain.store, 1);
+    assert_eq!(view.get(&key), None);
+    match view.finish() {
+        Err(e @ StoreError::Corrupt { .. }) => {
+            assert!(e.to_string().contains("corrupt tree node"), "{e}")
+        }
+        other => panic!("expected the failed read, got {other:?}"),
+    }
     match chain.store.state_root(1) {
         Err(StoreError::Corrupt { what, .. }) => assert_eq!(what, "state root at height 1"),
         other => panic!("expected a corrupt root, got {other:?}"),
