@@ -1,39 +1,13 @@
 //! The state tree over real ledger writes: deterministic roots, inclusion and exclusion proofs
 //! that verify offline, tampering caught, history readable until pruned.
 
-use trellis_ledger::beacon::{BeaconGenesis, GenesisAccount, execute_block};
+use trellis_ledger::beacon::execute_block;
 use trellis_ledger::state::{MemoryState, StateKey};
 use trellis_node::state_tree::{MemoryTreeStore, StateTree, StateTreeError};
-use trellis_types::pb::Role;
-use trellis_types::{Action, Digest, Signer, Tag, Transaction};
+use trellis_types::{Digest, Transaction};
 
-const CHAIN: &str = "trellis-beacon-test";
-
-fn signer(i: u8) -> Signer {
-    Signer::from_seed([i; 32])
-}
-
-fn genesis() -> BeaconGenesis {
-    BeaconGenesis {
-        chain_id: CHAIN.into(),
-        accounts: (1..=3)
-            .map(|i| GenesisAccount {
-                key: signer(i).public_key(),
-                org: format!("org-{i}"),
-                role: Role::Member,
-            })
-            .collect(),
-        governance: Default::default(),
-    }
-}
-
-fn anchor(i: u8, nonce: u64, d: u8) -> Transaction {
-    let action = Action::Anchor {
-        digest: Digest([d; 32]),
-        tag: Tag::parse("bill-of-lading").expect("tag"),
-    };
-    Transaction::sign(CHAIN, &signer(i), nonce, action)
-}
+mod common;
+use common::{CHAIN, anchor, genesis, signer};
 
 /// Genesis at version 0, then `blocks` blocks of three anchors each.
 fn chain(blocks: u8) -> (StateTree<MemoryTreeStore>, Vec<Digest>) {

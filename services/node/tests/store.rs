@@ -6,41 +6,15 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use trellis_ledger::beacon::{BeaconGenesis, GenesisAccount, execute_block};
+use trellis_ledger::beacon::execute_block;
 use trellis_ledger::state::{MemoryState, StateKey, StateView, WriteSet};
 use trellis_node::chain::StateAt;
 use trellis_node::state_tree::{StateTree, StateTreeError};
 use trellis_node::store::{CommitBatch, NodeStore, StoreError};
-use trellis_types::pb::Role;
-use trellis_types::{Action, Digest, Signer, Tag, Transaction};
+use trellis_types::{Digest, Transaction};
 
-const CHAIN: &str = "trellis-beacon-test";
-
-fn signer(i: u8) -> Signer {
-    Signer::from_seed([i; 32])
-}
-
-fn genesis() -> BeaconGenesis {
-    BeaconGenesis {
-        chain_id: CHAIN.into(),
-        accounts: (1..=3)
-            .map(|i| GenesisAccount {
-                key: signer(i).public_key(),
-                org: format!("org-{i}"),
-                role: Role::Member,
-            })
-            .collect(),
-        governance: Default::default(),
-    }
-}
-
-fn anchor(i: u8, nonce: u64, d: u8) -> Transaction {
-    let action = Action::Anchor {
-        digest: Digest([d; 32]),
-        tag: Tag::parse("bill-of-lading").expect("tag"),
-    };
-    Transaction::sign(CHAIN, &signer(i), nonce, action)
-}
+mod common;
+use common::{CHAIN, anchor, genesis, signer};
 
 fn block_id(height: u64) -> [u8; 32] {
     let mut id = [0xb1; 32];
@@ -127,18 +101,43 @@ impl Chain {
     }
 
     /// Replays the committed heights above the tree's latest version with `writes[h]`.
-    fn replay(&mut self, writes: &[WriteSet]) {
-        let last = self
-            .store
-            .last_committed_height()
-            .expect("last")
-            .expect("some");
+    /// Closes the store and opens it again, flushing every `flush_every` versions, with the
+    /// history a restarted node has from its blocks: each height's writes, the application
+    /// state and the roots. `while_closed` runs in between (to break the store, say).
+    fn reopen_after(self, dir: &Path, flush_every: u64, while_closed: impl FnOnce(&Path)) -> Chain {
+        let Chain {
+            store,
+            tree,
+            view,
+            roots,
+            writes,
+        } = self;
+        drop((tree, store));
+        while_closed(dir);
+        let mut chain = Chain::open_with(dir, flush_every);
+        (chain.writes, chain.view, chain.roots) = (writes, view, roots);
+        chain
+    }
+
+    fn reopen(self, dir: &Path, flush_every: u64) -> Chain {
+        self.reopen_after(dir, flush_every, |_| ())
+    }
+
+    /// Rebuilds the tree above the store's flushed version from the committed heights' writes.
+    fn replay(&mut self) {
+        let Chain {
+            store,
+            tree,
+            writes,
+            ..
+        } = self;
+        let last = store.last_committed_height().expect("last").expect("some");
         // Nothing flushed: from version 0.
-        let first = self.tree.latest_version().map_or(0, |v| v + 1);
+        let first = tree.latest_version().map_or(0, |v| v + 1);
         for h in first..=last {
-            let (_, batch) = self.tree.prepare(h, &writes[h as usize]).expect("prepare");
-            self.store.replay_tree(h, batch).expect("replay");
-            self.tree.committed(h);
+            let (_, batch) = tree.prepare(h, &writes[h as usize]).expect("prepare");
+            store.replay_tree(h, batch).expect("replay");
+            tree.committed(h);
         }
     }
 
@@ -169,13 +168,8 @@ fn committed_heights_survive_a_reopen_and_stay_provable() {
         txs.push(chain.anchors(h));
     }
     chain.store.put_safety(b"voted round 9").expect("safety");
+    let mut chain = chain.reopen(dir.path(), 1);
     let roots = chain.roots.clone();
-    let view = chain.view.clone();
-    drop(chain);
-
-    let mut chain = Chain::open(dir.path());
-    chain.view = view;
-    chain.roots = roots.clone();
     let store = chain.store.clone();
     assert_eq!(store.last_committed_height().expect("last"), Some(5));
     assert_eq!(store.head().expect("head"), Some(head_bytes(5)));
@@ -301,28 +295,19 @@ fn a_tree_lost_before_its_first_flush_is_rebuilt_from_version_0() {
     for (h, writes) in chain.writes.iter().enumerate() {
         memory.apply(h as u64, writes).expect("apply");
     }
-    let (writes, view, roots) = (
-        chain.writes.clone(),
-        chain.view.clone(),
-        chain.roots.clone(),
-    );
-    drop(chain);
-    drop_state_tree(dir.path());
-
-    let mut chain = Chain::open_with(dir.path(), 4);
-    (chain.writes, chain.view, chain.roots) = (writes.clone(), view, roots);
+    let mut chain = chain.reopen_after(dir.path(), 4, drop_state_tree);
     assert_eq!(chain.store.tree_version(), None);
     assert_eq!(chain.store.last_committed_height().expect("last"), Some(3));
     // Only version 0 may come first, with the committed genesis root.
     let (_, one) = StateTree::new(trellis_node::state_tree::MemoryTreeStore::default())
-        .prepare(0, &writes[1])
+        .prepare(0, &chain.writes[1])
         .expect("prepare");
     assert!(chain.store.replay_tree(0, one).is_err());
-    let (_, genesis) = chain.tree.prepare(0, &writes[0]).expect("prepare");
+    let (_, genesis) = chain.tree.prepare(0, &chain.writes[0]).expect("prepare");
     assert!(chain.store.replay_tree(1, genesis).is_err());
     assert_eq!(chain.store.tree_version(), None);
 
-    chain.replay(&writes);
+    chain.replay();
     assert_eq!(chain.store.tree_version(), Some(3));
     let keys = chain_keys(4);
     for v in 0..=3 {
@@ -331,8 +316,7 @@ fn a_tree_lost_before_its_first_flush_is_rebuilt_from_version_0() {
     chain.anchors(4);
     memory.apply(4, &chain.writes[4]).expect("apply");
     chain.store.flush_tree().expect("flush");
-    drop(chain);
-    let chain = Chain::open_with(dir.path(), 4);
+    let chain = chain.reopen(dir.path(), 4);
     assert_eq!(chain.store.tree_version(), Some(4));
     assert_tree_agrees(&chain.tree, &memory, 4, &keys);
 }
@@ -402,16 +386,10 @@ fn a_flush_up_to_an_earlier_version_keeps_it_and_the_later_ones_readable() {
     // Flushed at 4; up to 6 now (at most the latest, and never back).
     chain.store.flush_tree_up_to(6).expect("flush");
     chain.store.flush_tree_up_to(5).expect("nothing to do");
-    let (writes, view, roots) = (
-        chain.writes.clone(),
-        chain.view.clone(),
-        chain.roots.clone(),
-    );
-    drop(chain);
-    let mut chain = Chain::open_with(dir.path(), 4);
-    (chain.writes, chain.view, chain.roots) = (writes.clone(), view, roots.clone());
+    let mut chain = chain.reopen(dir.path(), 4);
+    let roots = chain.roots.clone();
     assert_eq!(chain.store.tree_version(), Some(6));
-    chain.replay(&writes);
+    chain.replay();
     assert_eq!(chain.store.tree_version(), Some(7));
     let key = StateKey::account(&signer(2).public_key());
     for v in [6, 7] {
@@ -427,8 +405,7 @@ fn a_flush_up_to_an_earlier_version_keeps_it_and_the_later_ones_readable() {
     ));
     // Beyond the latest is the latest.
     chain.store.flush_tree_up_to(u64::MAX).expect("flush");
-    drop(chain);
-    let chain = Chain::open_with(dir.path(), 4);
+    let chain = chain.reopen(dir.path(), 4);
     assert_eq!(chain.store.tree_version(), Some(7));
 }
 
@@ -464,14 +441,7 @@ fn an_unflushed_tree_is_rebuilt_by_replaying_the_committed_blocks() {
     }
 
     // A crash: nothing above the flush at 8 is in the tree on disk, the blocks all are.
-    let (writes, view, roots) = (
-        chain.writes.clone(),
-        chain.view.clone(),
-        chain.roots.clone(),
-    );
-    drop(chain);
-    let mut chain = Chain::open_with(dir.path(), 4);
-    (chain.writes, chain.view, chain.roots) = (writes.clone(), view, roots);
+    let mut chain = chain.reopen(dir.path(), 4);
     assert_eq!(chain.store.tree_version(), Some(8));
     assert_eq!(chain.store.last_committed_height().expect("last"), Some(10));
     assert_tree_agrees(&chain.tree, &memory, 8, &keys);
@@ -504,7 +474,7 @@ fn an_unflushed_tree_is_rebuilt_by_replaying_the_committed_blocks() {
     assert!(chain.store.replay_tree(9, wrong).is_err());
     assert_eq!(chain.store.tree_version(), Some(8));
 
-    chain.replay(&writes);
+    chain.replay();
     assert_eq!(chain.store.tree_version(), Some(10));
     for v in 8..=10 {
         assert_tree_agrees(&chain.tree, &memory, v, &keys);
@@ -515,22 +485,17 @@ fn an_unflushed_tree_is_rebuilt_by_replaying_the_committed_blocks() {
     for h in 11..=12 {
         memory.apply(h, &chain.writes[h as usize]).expect("apply");
     }
-    let (view, roots) = (chain.view.clone(), chain.roots.clone());
-    drop(chain);
-    let chain = Chain::open_with(dir.path(), 4);
+    let chain = chain.reopen(dir.path(), 4);
     assert_eq!(chain.store.tree_version(), Some(12));
     assert_tree_agrees(&chain.tree, &memory, 12, &keys);
-    assert_eq!(chain.tree.root(12).expect("root"), roots[12]);
-    drop(chain);
+    assert_eq!(chain.tree.root(12).expect("root"), chain.roots[12]);
 
     // A clean shutdown flushes: the next start replays nothing.
-    let mut chain = Chain::open_with(dir.path(), 4);
-    (chain.view, chain.roots) = (view, roots);
+    let mut chain = chain.reopen(dir.path(), 4);
     chain.anchors(13);
     let root = chain.roots[13];
     chain.store.flush_tree().expect("flush");
-    drop(chain);
-    let chain = Chain::open_with(dir.path(), 4);
+    let chain = chain.reopen(dir.path(), 4);
     assert_eq!(chain.store.tree_version(), Some(13));
     assert_eq!(chain.tree.root(13).expect("root"), root);
 }
@@ -1207,7 +1172,6 @@ fn reads_answer_alike_wherever_the_flush_thread_is() {
     // The shutdown flush waits for the one in progress and writes the rest.
     chain.store.flush_tree().expect("flush");
     assert_eq!(chain.store.tree_version(), Some(40));
-    drop(chain);
-    let chain = Chain::open_with(dir.path(), 4);
+    let chain = chain.reopen(dir.path(), 4);
     assert_eq!(chain.store.tree_version(), Some(40));
 }
