@@ -164,13 +164,27 @@ impl MemoryTreeStore {
     }
 }
 
+/// A tree store whose older versions may go while a read walks them (the node store lets
+/// versions go from memory between flushes, on a thread of its own). A read of an old version
+/// runs inside `reading`: every version readable when it begins stays readable until it ends,
+/// so the read answers from that version alone or finds it gone at the root; it never sees
+/// half of one, or an older value for a newer one.
+pub trait ConsistentReads: TreeReader {
+    fn reading<T>(&self, read: impl FnOnce() -> T) -> T {
+        read()
+    }
+}
+
+/// Nothing goes from memory but by `prune`, which takes the tree mutably.
+impl ConsistentReads for MemoryTreeStore {}
+
 /// The state tree of one chain, reading its nodes through `R`.
-pub struct StateTree<R: TreeReader> {
+pub struct StateTree<R: ConsistentReads> {
     reader: R,
     latest: Option<Version>,
 }
 
-impl<R: TreeReader> StateTree<R> {
+impl<R: ConsistentReads> StateTree<R> {
     /// An empty tree over `reader`: the first version to prepare is 0.
     pub fn new(reader: R) -> StateTree<R> {
         StateTree {
@@ -270,6 +284,11 @@ impl<R: TreeReader> StateTree<R> {
     }
 
     pub fn root(&self, version: Version) -> Result<Digest, StateTreeError> {
+        self.reader.reading(|| self.root_read(version))
+    }
+
+    /// [`root`](Self::root) inside a read already running in `reading` (which does not nest).
+    fn root_read(&self, version: Version) -> Result<Digest, StateTreeError> {
         match guarded(|| self.jmt().get_root_hash_option(version).map_err(tree_err))? {
             Some(root) => Ok(Digest(root.0)),
             None => Err(StateTreeError::NoSuchVersion(version)),
@@ -291,11 +310,13 @@ impl<R: TreeReader> StateTree<R> {
     /// version's root is looked up first: a version that does not exist (not yet written, or
     /// pruned) is `NoSuchVersion` rather than a silently older or newer answer.
     pub fn get(&self, version: Version, key: &StateKey) -> Result<Option<Vec<u8>>, StateTreeError> {
-        self.root(version)?;
-        guarded(|| {
-            self.jmt()
-                .get(key_hash(key.as_bytes()), version)
-                .map_err(tree_err)
+        self.reader.reading(|| {
+            self.root_read(version)?;
+            guarded(|| {
+                self.jmt()
+                    .get(key_hash(key.as_bytes()), version)
+                    .map_err(tree_err)
+            })
         })
     }
 
@@ -305,10 +326,12 @@ impl<R: TreeReader> StateTree<R> {
         version: Version,
         key: &StateKey,
     ) -> Result<(Option<Vec<u8>>, StateProof), StateTreeError> {
-        let (value, proof) = guarded(|| {
-            self.jmt()
-                .get_with_proof(key_hash(key.as_bytes()), version)
-                .map_err(|e| self.read_err(version, e))
+        let (value, proof) = self.reader.reading(|| {
+            guarded(|| {
+                self.jmt()
+                    .get_with_proof(key_hash(key.as_bytes()), version)
+                    .map_err(|e| self.read_err(version, e))
+            })
         })?;
         Ok((value, StateProof(proof)))
     }

@@ -65,8 +65,12 @@
 //! once slows on all of them.
 //!
 //! Readable versions: every version from the flush before the last finished one on (memory
-//! holds the updates since then), and the flushed versions themselves until pruning.
+//! holds the updates since then), and the flushed versions themselves until pruning. Memory
+//! lets versions go under an exclusive lock that every tree read holds shared
+//! ([`ConsistentReads`]): a read that found its version held answers from it alone, never from
+//! half of one, or from the store's history, which keeps only each window's newest value.
 
+use crate::state_tree::ConsistentReads;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
 use jmt::storage::{
     LeafNode, NibblePath, Node, NodeKey, StaleNodeIndex, TreeReader, TreeUpdateBatch,
@@ -77,7 +81,7 @@ use sha2::Sha256;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
 /// The layout version written in `meta/format`. Format 1 wrote the tree with every commit and
@@ -113,6 +117,10 @@ pub enum StoreError {
     InvalidCommit { height: u64, reason: String },
     #[error("corrupt {what}: {detail}")]
     Corrupt { what: String, detail: String },
+    /// The state tree does not hold this version: pruned, let go from memory between flushes
+    /// (see "Write-behind tree"), or not written yet.
+    #[error("no state at version {0}")]
+    NoSuchVersion(u64),
     #[error("store format {found} is not supported (this build reads format {FORMAT})")]
     UnknownFormat { found: u8 },
 }
@@ -170,6 +178,9 @@ struct Inner {
     /// The unflushed tree updates and the node cache. Changed by commits, replays and flushes
     /// (all under `writer`, or started under it) and, for the cache, by reads.
     tree_memory: Arc<Mutex<TreeMemory>>,
+    /// Held shared by each read of the tree, exclusively while memory lets versions go: a
+    /// version a read finds held stays held until the read ends (see [`ConsistentReads`]).
+    reads: Arc<RwLock<()>>,
     /// The tree flush being written on a thread of its own, if any. Started and finished under
     /// `writer`; at most one at a time.
     flushing: Mutex<Option<Flushing>>,
@@ -435,6 +446,7 @@ impl NodeStore {
             tree_flush_every: tree_flush_every.max(1),
             tree_flush_phase: AtomicU64::new(0),
             flushing: Mutex::new(None),
+            reads: Arc::default(),
             tree_memory: Arc::new(Mutex::new(TreeMemory {
                 recent: Recent {
                     latest: None,
@@ -724,6 +736,7 @@ impl NodeStore {
             stale: s.stale.clone(),
             meta: s.meta.clone(),
             memory: s.tree_memory.clone(),
+            reads: s.reads.clone(),
             window: memory.recent.unflushed(at),
             below: memory.recent.flushed,
             at,
@@ -893,6 +906,7 @@ struct FlushJob {
     stale: Keyspace,
     meta: Keyspace,
     memory: Arc<Mutex<TreeMemory>>,
+    reads: Arc<RwLock<()>>,
     /// The updates above the last flush up to `at`, oldest first.
     window: Vec<Arc<TreeUpdateBatch>>,
     /// The last flush: the window's versions are above it.
@@ -948,7 +962,11 @@ impl FlushJob {
         let staged = began.elapsed();
         batch.commit()?;
         // Freed after the lock: a window's nodes are tens of thousands of allocations.
-        let released = lock_memory(&self.memory).flushed(self.at);
+        let released = {
+            // After the reads in progress: each may be walking a version let go here.
+            let _no_reads = self.reads.write().unwrap_or_else(PoisonError::into_inner);
+            lock_memory(&self.memory).flushed(self.at)
+        };
         drop(released);
         tracing::debug!(
             at = self.at,
@@ -1004,6 +1022,14 @@ impl NodeStore {
         version: Version,
         key_hash: KeyHash,
     ) -> Result<Option<OwnedValue>, StoreError> {
+        self.reading(|| self.walk_to_value(version, key_hash))
+    }
+
+    fn walk_to_value(
+        &self,
+        version: Version,
+        key_hash: KeyHash,
+    ) -> Result<Option<OwnedValue>, StoreError> {
         let nibbles: Vec<u8> = key_hash.0.iter().flat_map(|b| [b >> 4, b & 0x0f]).collect();
         let mut depth = 0;
         let mut key = NodeKey::new(version, NibblePath::from_iter(std::iter::empty()));
@@ -1020,12 +1046,7 @@ impl NodeStore {
                 }
             })?;
             match step {
-                None if depth == 0 => {
-                    return Err(corrupt(
-                        format!("state at version {version}"),
-                        "no tree root (pruned or not written)",
-                    ));
-                }
+                None if depth == 0 => return Err(StoreError::NoSuchVersion(version)),
                 None => {
                     return Err(corrupt(
                         format!("tree node {}", hex::encode(encode_node_key(&key))),
@@ -1045,6 +1066,18 @@ impl NodeStore {
                 }
             }
         }
+    }
+}
+
+impl ConsistentReads for NodeStore {
+    fn reading<T>(&self, read: impl FnOnce() -> T) -> T {
+        // Reads never take it twice: a writer waiting between would block the second.
+        let _held = self
+            .inner
+            .reads
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        read()
     }
 }
 
