@@ -93,6 +93,8 @@ const META_HEAD: &[u8] = b"head";
 const META_SAFETY: &[u8] = b"safety";
 const META_LAST: &[u8] = b"last";
 const META_TREE: &[u8] = b"tree";
+/// The `keep_from` of the last prune: versions below it read as gone.
+const META_PRUNED: &[u8] = b"pruned";
 
 /// Versions between tree flushes (see "Write-behind tree"): long enough that the upper levels
 /// are written once per window rather than per block, short enough that a restart replays
@@ -181,6 +183,10 @@ struct Inner {
     /// Held shared by each read of the tree, exclusively while memory lets versions go: a
     /// version a read finds held stays held until the read ends (see [`ConsistentReads`]).
     reads: Arc<RwLock<()>>,
+    /// Versions below this one read as gone: the last prune's `keep_from`. The prune deletes
+    /// by the stale records of the flushes up to it, so a flushed version just below it kept
+    /// its root and would read as present, though values it needs may be deleted.
+    pruned_below: AtomicU64,
     /// The tree flush being written on a thread of its own, if any. Started and finished under
     /// `writer`; at most one at a time.
     flushing: Mutex<Option<Flushing>>,
@@ -447,6 +453,7 @@ impl NodeStore {
             tree_flush_phase: AtomicU64::new(0),
             flushing: Mutex::new(None),
             reads: Arc::default(),
+            pruned_below: AtomicU64::new(0),
             tree_memory: Arc::new(Mutex::new(TreeMemory {
                 recent: Recent {
                     latest: None,
@@ -491,6 +498,10 @@ impl NodeStore {
                 "flushed tree version",
                 format!("{flushed:?} is above the last committed height {last:?}"),
             ));
+        }
+        if let Some(v) = inner.meta.get(META_PRUNED)? {
+            let pruned_below = be_u64(&v, || "pruned tree version".into())?;
+            inner.pruned_below.store(pruned_below, Ordering::Release);
         }
         {
             let mut memory = inner
@@ -814,8 +825,8 @@ impl NodeStore {
     }
 
     /// Deletes the JMT nodes that became stale at or before `keep_from` (every version from
-    /// `keep_from` on stays readable) and the value history those versions no longer need.
-    /// Returns the number of nodes deleted. Not synced by itself (the next sync covers it; a
+    /// `keep_from` on stays readable) and the value history those versions no longer need;
+    /// from then on every version below `keep_from` reads as gone, across restarts. Returns the number of nodes deleted. Not synced by itself (the next sync covers it; a
     /// crash before it only leaves garbage that the next prune deletes). May run beside
     /// commits (see `Inner::pruner`).
     pub fn prune_state(&self, keep_from: u64) -> Result<usize, StoreError> {
@@ -825,6 +836,11 @@ impl NodeStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let s = &self.inner;
+        if keep_from > s.pruned_below.load(Ordering::Acquire) {
+            // First: a read of a version about to lose nodes ends before, or finds it gone.
+            let _no_reads = s.reads.write().unwrap_or_else(PoisonError::into_inner);
+            s.pruned_below.store(keep_from, Ordering::Release);
+        }
         let mut batch = s.db.batch();
         let mut pruned = 0;
         let mut leaf_keys = BTreeSet::new();
@@ -886,6 +902,11 @@ impl NodeStore {
                 }
             }
         }
+        batch.insert(
+            &s.meta,
+            META_PRUNED,
+            s.pruned_below.load(Ordering::Acquire).to_be_bytes(),
+        );
         batch.commit()?;
         // A pruned version must read as gone, from the cache too. (Memory's recent updates are
         // all of versions far above what a prune deletes.)
@@ -998,6 +1019,12 @@ impl NodeStore {
     /// Runs `f` on a tree node: from the cache without copying it, else from the store (and
     /// then cached). `None` when the node is not stored.
     fn with_node<T>(&self, key: &NodeKey, f: impl Fn(&Node) -> T) -> Result<Option<T>, StoreError> {
+        // Only a version's own root has an empty path: the children of later roots do not.
+        if key.nibble_path().is_empty()
+            && key.version() < self.inner.pruned_below.load(Ordering::Acquire)
+        {
+            return Ok(None);
+        }
         if let Some(out) = self.tree_memory().with(key, &f) {
             return Ok(Some(out));
         }

@@ -705,6 +705,58 @@ fn pruning_keeps_the_latest_versions_provable_and_drops_older_nodes() {
     }
 }
 
+/// The stale records are kept by flush, so a prune deletes the nodes only versions before the
+/// last flush at or below `keep_from` needed: a flushed version between that flush and
+/// `keep_from` kept its root and read as present (4 here, without the check), though the
+/// prune could delete its values (of keys written again up to `keep_from`). Every version
+/// below `keep_from` reads as gone instead.
+#[test]
+fn every_version_below_the_prune_point_reads_as_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut chain = Chain::open_with(dir.path(), 4);
+    chain.genesis();
+    for h in 1..=12 {
+        chain.anchors(h);
+    }
+    chain.store.finish_tree_flush().expect("flush");
+    // Flushed at 0, 4, 8 and 12: readable are 0, 4, and 8 on.
+    assert_eq!(chain.tree.root(4).expect("flushed"), chain.roots[4]);
+    chain.store.prune_state(6).expect("prune");
+    let account = StateKey::account(&signer(1).public_key());
+    let kh = trellis_types::state_proof::key_hash(account.as_bytes());
+    let check = |chain: &Chain, kept: &[u64]| {
+        for v in 0..6 {
+            assert!(
+                matches!(chain.tree.root(v), Err(StateTreeError::NoSuchVersion(_))),
+                "version {v}"
+            );
+            assert!(matches!(
+                chain.tree.get_with_proof(v, &account),
+                Err(StateTreeError::NoSuchVersion(_))
+            ));
+            assert!(matches!(
+                chain.store.value_at(v, kh),
+                Err(StoreError::NoSuchVersion(_))
+            ));
+        }
+        for &v in kept {
+            let (value, proof) = chain.tree.get_with_proof(v, &account).expect("kept");
+            proof
+                .verify(
+                    &chain.roots[v as usize],
+                    account.as_bytes(),
+                    value.as_deref(),
+                )
+                .expect("provable");
+            assert_eq!(chain.store.value_at(v, kh).expect("kept"), value);
+        }
+    };
+    check(&chain, &[8, 9, 10, 11, 12]);
+    // Memory is empty again: the flushed versions.
+    let chain = chain.reopen(dir.path(), 4);
+    check(&chain, &[8, 12]);
+}
+
 #[test]
 fn a_walk_down_the_tree_answers_as_the_value_history_does() {
     walk_down_the_tree(1);
