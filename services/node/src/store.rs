@@ -28,6 +28,7 @@
 //! | `roots`       | height                                | state root (32)                  |
 //! | `epochs`      | epoch                                 | proof that ended the epoch       |
 //! | `meta`        | `format` `head` `safety` `last` `tree`| format, bytes, bytes, heights    |
+//! |               | `pruned`                              | the last prune's `keep_from`     |
 //! | `jmt_nodes`   | node key (version ‖ nibble path)      | node                             |
 //! | `jmt_values`  | key hash (32) ‖ version               | 0 (deleted) or 1 ‖ value bytes   |
 //! | `jmt_stale`   | flush version                         | the nodes it made stale (below)  |
@@ -501,7 +502,8 @@ impl NodeStore {
         }
         if let Some(v) = inner.meta.get(META_PRUNED)? {
             let pruned_below = be_u64(&v, || "pruned tree version".into())?;
-            inner.pruned_below.store(pruned_below, Ordering::Release);
+            let floor = pruned_below.min(flushed.unwrap_or(0));
+            inner.pruned_below.store(floor, Ordering::Release);
         }
         {
             let mut memory = inner
@@ -826,9 +828,10 @@ impl NodeStore {
 
     /// Deletes the JMT nodes that became stale at or before `keep_from` (every version from
     /// `keep_from` on stays readable) and the value history those versions no longer need;
-    /// from then on every version below `keep_from` reads as gone, across restarts. Returns the number of nodes deleted. Not synced by itself (the next sync covers it; a
-    /// crash before it only leaves garbage that the next prune deletes). May run beside
-    /// commits (see `Inner::pruner`).
+    /// from then on every version below `keep_from` (at most the flushed version) reads as
+    /// gone, across restarts. Returns the number of nodes deleted. Not synced by itself (the
+    /// next sync covers it; a crash before it only leaves garbage that the next prune
+    /// deletes). May run beside commits (see `Inner::pruner`).
     pub fn prune_state(&self, keep_from: u64) -> Result<usize, StoreError> {
         let _pruner = self
             .inner
@@ -836,10 +839,13 @@ impl NodeStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let s = &self.inner;
-        if keep_from > s.pruned_below.load(Ordering::Acquire) {
+        // Never above the flushed version: a restart rebuilds the tree from it, and the next
+        // version is prepared from the latest.
+        let floor = keep_from.min(self.tree_memory().recent.flushed.unwrap_or(0));
+        if floor > s.pruned_below.load(Ordering::Acquire) {
             // First: a read of a version about to lose nodes ends before, or finds it gone.
             let _no_reads = s.reads.write().unwrap_or_else(PoisonError::into_inner);
-            s.pruned_below.store(keep_from, Ordering::Release);
+            s.pruned_below.store(floor, Ordering::Release);
         }
         let mut batch = s.db.batch();
         let mut pruned = 0;
