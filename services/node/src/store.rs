@@ -46,8 +46,8 @@
 //! half of the bytes a commit wrote, most of them stale a block later (written behind, a node
 //! writes about 42 % fewer bytes per transaction). So the updates of the
 //! latest versions stay in memory, and every `tree_flush_every` versions one batch writes what
-//! the latest of them needs: the window's nodes that are still live, each key's newest value,
-//! and the record of the stored nodes the window made stale (keyed by the flush version);
+//! the latest of them needs: the window's nodes that are still live, each key's newest value
+//! (a deletion only of a key the store holds a value of), and the record of the stored nodes the window made stale (keyed by the flush version);
 //! `meta/tree` then names that version. A commit stays atomic and synced for everything else,
 //! so a crash loses no committed block; what it loses is the tree above `meta/tree`, which the
 //! chain rebuilds by executing the committed blocks above it again ([`NodeStore::replay_tree`];
@@ -974,9 +974,17 @@ impl FlushJob {
         for ((v, kh), value) in self.window.iter().flat_map(|u| u.node_batch.values()) {
             newest.insert(*kh, (*v, value.as_deref()));
         }
-        let values = newest.len();
+        let mut values = 0usize;
         for (kh, (v, value)) in newest {
+            // A deletion of a key the store does not hold (made and deleted within the
+            // window) would read the same without a marker, and a marker would never go: a
+            // prune clears a key's history through its stale leaves, and this key's leaf
+            // never reached the store.
+            if value.is_none() && !self.holds_value_before(&kh)? {
+                continue;
+            }
             batch.insert(&self.values, value_key(&kh, v), encode_value(value));
+            values += 1;
         }
         let record = stale_record(
             &lock_memory(&self.memory),
@@ -1004,6 +1012,25 @@ impl FlushJob {
             "tree flushed"
         );
         Ok(())
+    }
+
+    /// Whether the key's newest value in the store, all written by flushes up to `below`, is
+    /// a value rather than a deletion or nothing.
+    fn holds_value_before(&self, kh: &KeyHash) -> Result<bool, StoreError> {
+        let Some(below) = self.below else {
+            return Ok(false);
+        };
+        match self
+            .values
+            .range(value_key(kh, 0)..=value_key(kh, below))
+            .next_back()
+        {
+            None => Ok(false),
+            Some(g) => {
+                let (k, v) = g.into_inner()?;
+                Ok(decode_value(&v, &k)?.is_some())
+            }
+        }
     }
 }
 

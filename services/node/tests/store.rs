@@ -784,6 +784,70 @@ fn a_prune_past_the_flushed_version_keeps_what_the_node_needs() {
     assert_eq!(chain.tree.root(8).expect("latest"), chain.roots[8]);
 }
 
+/// The versions of `key`'s records in a closed store's value history.
+fn stored_value_versions(dir: &Path, key: &StateKey) -> Vec<u64> {
+    let kh = trellis_types::state_proof::key_hash(key.as_bytes());
+    let db = fjall::Database::builder(dir).open().expect("fjall");
+    let values = db
+        .keyspace("jmt_values", fjall::KeyspaceCreateOptions::default)
+        .expect("values");
+    values
+        .prefix(kh.0)
+        .map(|g| {
+            let k = g.key().expect("key");
+            u64::from_be_bytes(k[32..].try_into().expect("version"))
+        })
+        .collect()
+}
+
+/// A key made and deleted within one flush window never reaches the store, not even as a
+/// deletion marker (no prune would find one: a prune clears a key's history through its stale
+/// leaves); a key the store holds is deleted with a marker, and a prune past it clears both.
+#[test]
+fn a_key_made_and_deleted_between_flushes_leaves_nothing_in_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut chain = Chain::open_with(dir.path(), 4);
+    chain.genesis();
+    let brief = StateKey::open_proposal("org-brief");
+    let flushed = StateKey::open_proposal("org-flushed");
+    for h in 1..=12u8 {
+        let mut writes = WriteSet::new();
+        writes.insert(StateKey::anchor(&Digest([h; 32])), Some(vec![h]));
+        match h {
+            1 => writes.insert(flushed.clone(), Some(vec![1])),
+            2 => writes.insert(brief.clone(), Some(vec![2])),
+            3 => writes.insert(brief.clone(), None),
+            6 => writes.insert(flushed.clone(), None),
+            _ => None,
+        };
+        chain.commit(u64::from(h), &writes, &[]);
+    }
+    chain.store.finish_tree_flush().expect("flush");
+    for (v, flushed_there) in [(4, true), (8, false), (12, false)] {
+        assert_eq!(chain.tree.get(v, &brief).expect("read"), None);
+        assert_eq!(
+            chain.tree.get(v, &flushed).expect("read").is_some(),
+            flushed_there
+        );
+    }
+    let chain = chain.reopen(dir.path(), 4);
+    // Memory is empty again: the flushed versions read from the store alone.
+    assert_eq!(chain.tree.get(4, &brief).expect("read"), None);
+    assert_eq!(chain.tree.get(4, &flushed).expect("read"), Some(vec![1]));
+    assert_eq!(chain.tree.get(8, &flushed).expect("read"), None);
+    chain.store.prune_state(12).expect("prune");
+    assert_eq!(chain.tree.get(12, &brief).expect("read"), None);
+    assert_eq!(chain.tree.get(12, &flushed).expect("read"), None);
+    drop(chain);
+    assert_eq!(stored_value_versions(dir.path(), &brief), Vec::<u64>::new());
+    assert_eq!(
+        stored_value_versions(dir.path(), &flushed),
+        Vec::<u64>::new()
+    );
+    let anchor = StateKey::anchor(&Digest([12; 32]));
+    assert_eq!(stored_value_versions(dir.path(), &anchor), vec![12]);
+}
+
 #[test]
 fn a_walk_down_the_tree_answers_as_the_value_history_does() {
     walk_down_the_tree(1);
