@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use trellis_ledger::beacon::execute_block;
 use trellis_ledger::state::{MemoryState, StateKey, StateView, WriteSet};
 use trellis_node::chain::StateAt;
-use trellis_node::state_tree::{StateTree, StateTreeError};
+use trellis_node::state_tree::{MemoryTreeStore, StateTree, StateTreeError};
 use trellis_node::store::{CommitBatch, NodeStore, StoreError};
 use trellis_types::{Digest, Transaction};
 
@@ -141,6 +141,26 @@ impl Chain {
         }
     }
 
+    /// Opens the chain flushing every `flush_every` versions and commits genesis and
+    /// `blocks` blocks of anchors.
+    fn anchored(dir: &Path, flush_every: u64, blocks: u8) -> Chain {
+        let mut chain = Chain::open_with(dir, flush_every);
+        chain.genesis();
+        for h in 1..=blocks {
+            chain.anchors(h);
+        }
+        chain
+    }
+
+    /// The same state history in a memory tree, to compare with.
+    fn memory_tree(&self) -> StateTree<MemoryTreeStore> {
+        let mut memory = StateTree::in_memory();
+        for (h, writes) in self.writes.iter().enumerate() {
+            memory.apply(h as u64, writes).expect("apply");
+        }
+        memory
+    }
+
     fn genesis(&mut self) {
         let writes = genesis().write_set().expect("genesis");
         self.commit(0, &writes, &[]);
@@ -248,7 +268,7 @@ fn chain_keys(blocks: u8) -> Vec<StateKey> {
 /// The tree at `version` answers every key as the memory tree does, with proofs that verify.
 fn assert_tree_agrees(
     tree: &StateTree<NodeStore>,
-    memory: &StateTree<trellis_node::state_tree::MemoryTreeStore>,
+    memory: &StateTree<MemoryTreeStore>,
     version: u64,
     keys: &[StateKey],
 ) {
@@ -286,20 +306,13 @@ fn drop_state_tree(dir: &Path) {
 #[test]
 fn a_tree_lost_before_its_first_flush_is_rebuilt_from_version_0() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut chain = Chain::open_with(dir.path(), 4);
-    let mut memory = StateTree::in_memory();
-    chain.genesis();
-    for h in 1..=3 {
-        chain.anchors(h);
-    }
-    for (h, writes) in chain.writes.iter().enumerate() {
-        memory.apply(h as u64, writes).expect("apply");
-    }
+    let chain = Chain::anchored(dir.path(), 4, 3);
+    let mut memory = chain.memory_tree();
     let mut chain = chain.reopen_after(dir.path(), 4, drop_state_tree);
     assert_eq!(chain.store.tree_version(), None);
     assert_eq!(chain.store.last_committed_height().expect("last"), Some(3));
     // Only version 0 may come first, with the committed genesis root.
-    let (_, one) = StateTree::new(trellis_node::state_tree::MemoryTreeStore::default())
+    let (_, one) = StateTree::new(MemoryTreeStore::default())
         .prepare(0, &chain.writes[1])
         .expect("prepare");
     assert!(chain.store.replay_tree(0, one).is_err());
@@ -378,11 +391,7 @@ fn a_version_before_an_empty_one_is_gone_not_half_there_once_memory_lets_it_go()
 #[test]
 fn a_flush_up_to_an_earlier_version_keeps_it_and_the_later_ones_readable() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut chain = Chain::open_with(dir.path(), 4);
-    chain.genesis();
-    for h in 1..=7 {
-        chain.anchors(h);
-    }
+    let chain = Chain::anchored(dir.path(), 4, 7);
     // Flushed at 4; up to 6 now (at most the latest, and never back).
     chain.store.flush_tree_up_to(6).expect("flush");
     chain.store.flush_tree_up_to(5).expect("nothing to do");
@@ -412,15 +421,8 @@ fn a_flush_up_to_an_earlier_version_keeps_it_and_the_later_ones_readable() {
 #[test]
 fn an_unflushed_tree_is_rebuilt_by_replaying_the_committed_blocks() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut chain = Chain::open_with(dir.path(), 4);
-    let mut memory = StateTree::in_memory();
-    chain.genesis();
-    for h in 1..=10 {
-        chain.anchors(h);
-    }
-    for (h, writes) in chain.writes.iter().enumerate() {
-        memory.apply(h as u64, writes).expect("apply");
-    }
+    let chain = Chain::anchored(dir.path(), 4, 10);
+    let mut memory = chain.memory_tree();
     let keys = chain_keys(12);
     // Flushed at 0, 4 and 8: once the flush at 8 is done, memory holds every version from 5
     // on and the store 4; earlier ones between flushes were never written. (While it runs,
@@ -503,11 +505,7 @@ fn an_unflushed_tree_is_rebuilt_by_replaying_the_committed_blocks() {
 #[test]
 fn a_store_of_the_first_format_opens_with_its_tree_at_the_last_height() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut chain = Chain::open(dir.path());
-    chain.genesis();
-    for h in 1..=3 {
-        chain.anchors(h);
-    }
+    let chain = Chain::anchored(dir.path(), 1, 3);
     let root = chain.roots[3];
     drop(chain);
     // As format 1 left it: the tree written with every commit, no `meta/tree`.
@@ -666,11 +664,7 @@ fn a_commit_deletes_the_pending_blocks_it_passes() {
 #[test]
 fn pruning_keeps_the_latest_versions_provable_and_drops_older_nodes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut chain = Chain::open(dir.path());
-    chain.genesis();
-    for h in 1..=8 {
-        chain.anchors(h);
-    }
+    let chain = Chain::anchored(dir.path(), 1, 8);
     let roots = chain.roots.clone();
     let pruned = chain.store.prune_state(6).expect("prune");
     assert!(pruned > 0, "stale nodes were not pruned");
@@ -713,11 +707,7 @@ fn pruning_keeps_the_latest_versions_provable_and_drops_older_nodes() {
 #[test]
 fn every_version_below_the_prune_point_reads_as_gone() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut chain = Chain::open_with(dir.path(), 4);
-    chain.genesis();
-    for h in 1..=12 {
-        chain.anchors(h);
-    }
+    let chain = Chain::anchored(dir.path(), 4, 12);
     chain.store.finish_tree_flush().expect("flush");
     // Flushed at 0, 4, 8 and 12: readable are 0, 4, and 8 on.
     assert_eq!(chain.tree.root(4).expect("flushed"), chain.roots[4]);
@@ -762,11 +752,7 @@ fn every_version_below_the_prune_point_reads_as_gone() {
 #[test]
 fn a_prune_past_the_flushed_version_keeps_what_the_node_needs() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut chain = Chain::open_with(dir.path(), 4);
-    chain.genesis();
-    for h in 1..=6 {
-        chain.anchors(h);
-    }
+    let mut chain = Chain::anchored(dir.path(), 4, 6);
     chain.store.finish_tree_flush().expect("flush");
     chain.store.prune_state(100).expect("prune");
     for v in [4, 5, 6] {
