@@ -2,6 +2,7 @@
 //! a reopen and a SIGKILL, refused commits write nothing, commits clear pending blocks, pruning
 //! keeps the latest state provable, and corrupt records are errors rather than panics.
 
+use jmt::storage::TreeUpdateBatch;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -36,6 +37,22 @@ fn head_bytes(height: u64) -> Vec<u8> {
 
 fn tx_record(height: u64, index: usize) -> Vec<u8> {
     format!("{height}/{index}").into_bytes()
+}
+
+/// What a test commit of `height` writes: the fixture's block, certificate and head, no
+/// transactions and no epoch change (struct update syntax sets those where a test needs them).
+fn commit_batch(height: u64, state_root: [u8; 32], tree: TreeUpdateBatch) -> CommitBatch {
+    CommitBatch {
+        height,
+        block_id: block_id(height),
+        block: block_bytes(height),
+        cert: cert_bytes(height),
+        state_root,
+        tree,
+        txs: Vec::new(),
+        epoch_change: None,
+        head: head_bytes(height),
+    }
 }
 
 /// A chain written through the store: ledger state, the tree over the store, roots by height.
@@ -77,12 +94,6 @@ impl Chain {
         let (root, tree) = self.tree.prepare(height, writes).expect("prepare");
         self.store
             .commit(CommitBatch {
-                height,
-                block_id: block_id(height),
-                block: block_bytes(height),
-                cert: cert_bytes(height),
-                state_root: root.0,
-                tree,
                 txs: txs
                     .iter()
                     .enumerate()
@@ -90,7 +101,7 @@ impl Chain {
                     .collect(),
                 epoch_change: (height > 0 && height.is_multiple_of(2))
                     .then(|| (height / 2 - 1, format!("epoch proof {height}").into_bytes())),
-                head: head_bytes(height),
+                ..commit_batch(height, root.0, tree)
             })
             .expect("commit");
         self.tree.committed(height);
@@ -452,17 +463,7 @@ fn an_unflushed_tree_is_rebuilt_by_replaying_the_committed_blocks() {
     let txs: Vec<Transaction> = (1..=3).map(|i| anchor(i, 10, 110 + i)).collect();
     let next = execute_block(CHAIN, 1, &chain.view, &txs).writes;
     let (root, tree) = memory.prepare(11, &next).expect("prepare");
-    let refused = chain.store.commit(CommitBatch {
-        height: 11,
-        block_id: block_id(11),
-        block: block_bytes(11),
-        cert: cert_bytes(11),
-        state_root: root.0,
-        tree: tree.clone(),
-        txs: Vec::new(),
-        epoch_change: None,
-        head: head_bytes(11),
-    });
+    let refused = chain.store.commit(commit_batch(11, root.0, tree.clone()));
     match refused {
         Err(StoreError::InvalidCommit { height: 11, reason }) => {
             assert!(reason.contains("replay it first"), "{reason}")
@@ -575,15 +576,9 @@ fn a_refused_commit_writes_nothing() {
     let batch = |height: u64, state_root: [u8; 32]| {
         let (_, tree) = chain.tree.prepare(2, &writes).expect("prepare");
         CommitBatch {
-            height,
-            block_id: block_id(height),
-            block: block_bytes(height),
-            cert: cert_bytes(height),
-            state_root,
-            tree,
             txs: vec![(txs[0].hash().0, tx_record(height, 0))],
             epoch_change: Some((9, b"proof".to_vec())),
-            head: head_bytes(height),
+            ..commit_batch(height, state_root, tree)
         }
     };
 
@@ -1048,15 +1043,8 @@ fn crash_child(dir: &Path) {
         let (root, batch) = tree.prepare(h, &crash_writes(h)).expect("prepare");
         store
             .commit(CommitBatch {
-                height: h,
-                block_id: block_id(h),
-                block: block_bytes(h),
-                cert: cert_bytes(h),
-                state_root: root.0,
-                tree: batch,
                 txs: vec![([h as u8; 32], tx_record(h, 0))],
-                epoch_change: None,
-                head: head_bytes(h),
+                ..commit_batch(h, root.0, batch)
             })
             .expect("commit");
         tree.committed(h);
@@ -1195,12 +1183,7 @@ fn commit_latency_of_a_2000_leaf_update() {
         let t1 = Instant::now();
         store
             .commit(CommitBatch {
-                height: h,
-                block_id: block_id(h),
                 block: vec![0; 200_000],
-                cert: cert_bytes(h),
-                state_root: root.0,
-                tree: batch,
                 txs: (0..2000u32)
                     .map(|i| {
                         let mut k = [0u8; 32];
@@ -1209,8 +1192,7 @@ fn commit_latency_of_a_2000_leaf_update() {
                         (k, tx_record(h, i as usize))
                     })
                     .collect(),
-                epoch_change: None,
-                head: head_bytes(h),
+                ..commit_batch(h, root.0, batch)
             })
             .expect("commit");
         tree.committed(h);
@@ -1376,17 +1358,7 @@ fn a_read_of_a_version_let_go_while_it_walks_is_no_such_version() {
             let (root, batch) = tree.prepare(h, &writes).expect("prepare");
             roots.lock().expect("roots").push(root);
             store
-                .commit(CommitBatch {
-                    height: h,
-                    block_id: block_id(h),
-                    block: block_bytes(h),
-                    cert: cert_bytes(h),
-                    state_root: root.0,
-                    tree: batch,
-                    txs: Vec::new(),
-                    epoch_change: None,
-                    head: head_bytes(h),
-                })
+                .commit(commit_batch(h, root.0, batch))
                 .expect("commit");
             tree.committed(h);
         }
