@@ -47,11 +47,12 @@
 //! writes about 42 % fewer bytes per transaction). So the updates of the
 //! latest versions stay in memory, and every `tree_flush_every` versions one batch writes what
 //! the latest of them needs: the window's nodes that are still live, each key's newest value
-//! (a deletion only of a key the store holds a value of), and the record of the stored nodes the window made stale (keyed by the flush version);
-//! `meta/tree` then names that version. A commit stays atomic and synced for everything else,
-//! so a crash loses no committed block; what it loses is the tree above `meta/tree`, which the
-//! chain rebuilds by executing the committed blocks above it again ([`NodeStore::replay_tree`];
-//! execution is deterministic and each replayed root is checked against the stored one).
+//! (a deletion only of a key the store holds a value of), and the record of the stored nodes
+//! the window made stale (keyed by the flush version); `meta/tree` then names that version. A
+//! commit stays atomic and synced for everything else, so a crash loses no committed block;
+//! what it loses is the tree above `meta/tree`, which the chain rebuilds by executing the
+//! committed blocks above it again ([`NodeStore::replay_tree`]; execution is deterministic and
+//! each replayed root is checked against the stored one).
 //!
 //! The flush batch is written on a thread of its own, beside the commits after it (memory
 //! keeps its versions until the next flush is done, so nothing waits for it), and not synced
@@ -1014,22 +1015,31 @@ impl FlushJob {
         Ok(())
     }
 
-    /// Whether the key's newest value in the store, all written by flushes up to `below`, is
-    /// a value rather than a deletion or nothing.
+    /// Whether the store, all written by flushes up to `below`, holds a value of the key
+    /// (its newest record is not a deletion).
     fn holds_value_before(&self, kh: &KeyHash) -> Result<bool, StoreError> {
-        let Some(below) = self.below else {
-            return Ok(false);
-        };
-        match self
-            .values
-            .range(value_key(kh, 0)..=value_key(kh, below))
-            .next_back()
-        {
+        match self.below {
+            Some(below) => Ok(stored_value(&self.values, kh, below)?.is_some()),
             None => Ok(false),
-            Some(g) => {
-                let (k, v) = g.into_inner()?;
-                Ok(decode_value(&v, &k)?.is_some())
-            }
+        }
+    }
+}
+
+/// The newest value of `kh` the store's history holds at or below `max_version` (`None`:
+/// never written, or deleted).
+fn stored_value(
+    values: &Keyspace,
+    kh: &KeyHash,
+    max_version: Version,
+) -> Result<Option<OwnedValue>, StoreError> {
+    match values
+        .range(value_key(kh, 0)..=value_key(kh, max_version))
+        .next_back()
+    {
+        None => Ok(None),
+        Some(g) => {
+            let (k, v) = g.into_inner()?;
+            decode_value(&v, &k)
         }
     }
 }
@@ -1160,18 +1170,7 @@ impl TreeReader for NodeStore {
         if let Some(value) = remembered {
             return Ok(value);
         }
-        let newest = self
-            .inner
-            .values
-            .range(value_key(&key_hash, 0)..=value_key(&key_hash, max_version))
-            .next_back();
-        match newest {
-            None => Ok(None),
-            Some(g) => {
-                let (k, v) = g.into_inner().map_err(StoreError::from)?;
-                Ok(decode_value(&v, &k)?)
-            }
-        }
+        Ok(stored_value(&self.inner.values, &key_hash, max_version)?)
     }
 
     /// A full scan; only restoring a tree from chunks uses it.
