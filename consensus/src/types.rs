@@ -28,12 +28,24 @@ impl Digest {
     }
 
     pub fn short(&self) -> String {
-        self.0[..4].iter().map(|b| format!("{b:02x}")).collect()
+        lower_hex(&self.0[..4])
     }
 
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        lower_hex(&self.0)
     }
+}
+
+/// Lower-case hex without a formatter call and an allocation per byte: the API writes one
+/// digest per transaction it accepts and per transaction of every block it serves.
+fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 impl fmt::Debug for Digest {
@@ -370,6 +382,22 @@ impl Block {
             parent_id: self.header.parent_id,
             parent_round: self.qc.vote_data.round,
             ends_epoch: self.ends_epoch(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_digest_is_written_as_lower_case_hex_of_every_byte() {
+        for start in [0u8, 32, 64, 96, 128, 160, 192, 224] {
+            let d = Digest(std::array::from_fn(|i| start + i as u8));
+            let expected: String = d.0.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(d.to_hex(), expected);
+            assert_eq!(d.short(), expected[..8]);
+            assert_eq!(format!("{d}"), expected);
         }
     }
 }

@@ -7,7 +7,7 @@
 //! once. Blocks are filled per account in nonce order, accounts in turn, under count and byte
 //! limits.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use trellis_types::tx::DEFAULT_MAX_TX_BYTES;
 use trellis_types::{Digest, PublicKey, Transaction, TxError};
@@ -98,7 +98,10 @@ impl TxDecoder {
 pub struct Mempool {
     chain_id: String,
     config: MempoolConfig,
-    by_hash: BTreeMap<Digest, Arc<Transaction>>,
+    /// Never iterated (blocks are filled through `by_account`), so hashed: each transaction is
+    /// looked up here about six times on its way. SipHash with a random key, because senders
+    /// choose the transactions and so, by grinding, their hashes' low bits.
+    by_hash: HashMap<Digest, Arc<Transaction>>,
     by_account: BTreeMap<PublicKey, BTreeMap<u64, Digest>>,
     bytes: usize,
 }
@@ -108,7 +111,7 @@ impl Mempool {
         Mempool {
             chain_id: chain_id.to_string(),
             config,
-            by_hash: BTreeMap::new(),
+            by_hash: HashMap::new(),
             by_account: BTreeMap::new(),
             bytes: 0,
         }
@@ -131,7 +134,11 @@ impl Mempool {
     /// The hash alone is not enough: it covers the body, and a proposer may pair a pooled
     /// body with other signature bytes.
     pub fn holds_verified(&self, tx: &Transaction) -> bool {
-        self.get_exact(&tx.hash(), tx.encoded()).is_some()
+        // A block's transactions are mostly the pool's own copies (see `decode_payload`): the
+        // same allocation needs no byte comparison.
+        self.by_hash.get(&tx.hash()).is_some_and(|pooled| {
+            std::ptr::eq(Arc::as_ptr(pooled), tx) || pooled.encoded() == tx.encoded()
+        })
     }
 
     /// The pooled transaction named `hash` if its bytes are `encoded`.

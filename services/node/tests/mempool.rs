@@ -206,6 +206,9 @@ fn only_the_pooled_bytes_count_as_verified() {
     );
     let pooled = Transaction::decode(&good, usize::MAX).expect("decodes");
     assert!(pool.holds_verified(&pooled));
+    // The pool's own copy, as a block taken from the pool carries it.
+    let own = pool.get(&pooled.hash()).expect("pooled").clone();
+    assert!(pool.holds_verified(&own));
 
     let mut forged = good;
     let last = forged.len() - 1; // a byte of the signature, the last field
