@@ -742,11 +742,47 @@ async fn metrics(State(st): St) -> Response {
             st.chain.net.connected_peers().len() as u64,
         ),
     ];
+    let cpu = process_cpu_micros().map(|v| ("counter", PROCESS_CPU_METRIC, v));
+    let pid = ("gauge", PROCESS_ID_METRIC, u64::from(std::process::id()));
     let mut out = String::new();
-    for (kind, name, v) in lines {
+    for (kind, name, v) in lines.into_iter().chain(cpu).chain([pid]) {
         out.push_str(&format!("# TYPE {name} {kind}\n{name} {v}\n"));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The CPU time the node's process has used, user and system, all threads (exited ones too).
+/// `trellis bench` reads it from every node before and after the load for the CPU cost of a
+/// committed transaction.
+pub const PROCESS_CPU_METRIC: &str = "trellis_process_cpu_microseconds_total";
+
+/// The node's process id: the validators of one `trellis devnet` share a process, and so its
+/// CPU time, which a sum over nodes must count once.
+pub const PROCESS_ID_METRIC: &str = "trellis_process_id";
+
+fn process_cpu_micros() -> Option<u64> {
+    cpu_micros_of_stat(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// The value of the unlabelled sample `name` in Prometheus text exposition.
+pub fn metric_value(exposition: &str, name: &str) -> Option<u64> {
+    exposition.lines().find_map(|line| {
+        let (sample, value) = line.split_once(' ')?;
+        (sample == name).then(|| value.trim().parse().ok())?
+    })
+}
+
+/// User plus system time from a `/proc/<pid>/stat` line (fields 14 and 15, in clock ticks).
+/// `None` when the line does not parse (or where there is no procfs).
+pub fn cpu_micros_of_stat(stat: &str) -> Option<u64> {
+    // The command name (field 2) may hold spaces and parentheses: count from its last `)`.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace();
+    // Field 3 (the state) comes first, so fields 14 and 15 are the 12th and 13th here.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // Ticks of USER_HZ, which Linux fixes at 100 per second for user space.
+    utime.checked_add(stime)?.checked_mul(10_000)
 }
 
 #[derive(OpenApi)]
@@ -766,3 +802,24 @@ async fn metrics(State(st): St) -> Response {
     ))
 )]
 pub struct ApiDoc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_after_a_command_name_with_spaces_and_parentheses() {
+        let stat = "4242 (trellis (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 75 0 0 20 0 9";
+        assert_eq!(cpu_micros_of_stat(stat), Some(325 * 10_000));
+        assert_eq!(cpu_micros_of_stat("4242 (trellis) S 1 2"), None);
+        assert_eq!(cpu_micros_of_stat("no name here"), None);
+    }
+
+    #[test]
+    fn a_metric_is_found_by_its_whole_name() {
+        let text = "# TYPE a_total counter\na_total 7\n# TYPE a counter\na 3\n";
+        assert_eq!(metric_value(text, "a"), Some(3));
+        assert_eq!(metric_value(text, "a_total"), Some(7));
+        assert_eq!(metric_value(text, "b"), None);
+    }
+}

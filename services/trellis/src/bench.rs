@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
+use trellis_node::api::{PROCESS_CPU_METRIC, PROCESS_ID_METRIC, metric_value};
 use trellis_node::node::KeyFile;
 use trellis_types::{Action, Digest, Tag, Transaction};
 
@@ -102,6 +103,7 @@ pub async fn run(args: BenchArgs) -> Result<i32> {
     // Why transactions were refused: the problem type's last segment, counted.
     let reasons: Arc<Mutex<std::collections::BTreeMap<String, u64>>> = Arc::default();
     let per_tick = (args.rate / TICKS_PER_S).max(1) as usize;
+    let cpu_before = nodes_cpu_micros(&client, &nodes).await;
     let began = Instant::now();
     let mut sends = Vec::new();
     let mut chunks = txs.chunks(per_tick).enumerate();
@@ -190,6 +192,12 @@ pub async fn run(args: BenchArgs) -> Result<i32> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     watch.abort();
+    let cpu_used = match (cpu_before, nodes_cpu_micros(&client, &nodes).await) {
+        (Some((before, _)), Some((after, processes))) => {
+            after.checked_sub(before).map(|us| (us, processes))
+        }
+        _ => None,
+    };
     let latencies = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));
     let committed = latencies.len() as u64;
     let window = latencies
@@ -224,11 +232,25 @@ pub async fn run(args: BenchArgs) -> Result<i32> {
         pct(0.95),
         pct(0.99)
     );
+    // Everything the nodes did from the first submission to the last commit seen, per
+    // committed transaction: the load, consensus, storage, and the following of blocks.
+    let cpu_per_tx = cpu_used
+        .filter(|_| committed > 0)
+        .map(|(us, _)| us as f64 / committed as f64);
+    match (cpu_per_tx, cpu_used) {
+        (Some(per_tx), Some((us, processes))) => println!(
+            "nodes' CPU {per_tx:.0} µs per committed tx ({:.1} CPU-seconds in {processes} \
+             node process(es))",
+            us as f64 / 1e6
+        ),
+        _ => println!("nodes' CPU: not reported (a node without `{PROCESS_CPU_METRIC}`)"),
+    }
     if args.json {
         println!(
             "{}",
             serde_json::json!({
                 "committed_tps": tps, "p50_ms": pct(0.5), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
+                "node_cpu_us_per_tx": cpu_per_tx,
                 "submitted": submitted, "committed": committed, "rejected": rejected,
                 "rate": args.rate, "duration_s": args.duration, "tx_bytes": size, "accounts": args.accounts,
             })
@@ -278,4 +300,28 @@ async fn watch_commits(
             }
         }
     }
+}
+
+/// The CPU time (µs) the nodes' processes have used, summed, each process once (the
+/// validators of one `trellis devnet` share one), and how many processes; `None` when a node cannot be read or does not
+/// report it (then no per-transaction figure is printed rather than a partial one).
+async fn nodes_cpu_micros(client: &reqwest::Client, nodes: &[String]) -> Option<(u64, usize)> {
+    let mut processes: HashMap<(String, u64), u64> = HashMap::new();
+    for node in nodes {
+        let text = client
+            .get(format!("{node}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let host = reqwest::Url::parse(node).ok()?.host_str()?.to_string();
+        let pid = metric_value(&text, PROCESS_ID_METRIC)?;
+        processes.insert((host, pid), metric_value(&text, PROCESS_CPU_METRIC)?);
+    }
+    let total = processes
+        .values()
+        .try_fold(0u64, |sum, us| sum.checked_add(*us))?;
+    Some((total, processes.len()))
 }

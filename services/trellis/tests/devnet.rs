@@ -8,6 +8,7 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 use trellis::devnet;
+use trellis_node::api::{PROCESS_CPU_METRIC, metric_value};
 use trellis_node::node::{KeyFile, NodeConfig, RunningNode};
 use trellis_types::bundle::AnchorBundle;
 use trellis_types::genesis::Genesis;
@@ -172,6 +173,24 @@ async fn anchors_commit_everywhere_and_prove_offline() {
         let (_, b) = net.get(i, &format!("/v1/blocks/{top}")).await;
         assert_eq!(b["id"], reference["id"], "node {i} block {top}");
         assert_eq!(b["state_root"], reference["state_root"]);
+    }
+    // The metrics count what committed, and the CPU time the process used.
+    let metrics = net
+        .client
+        .get(format!("{}/metrics", net.url(0)))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let committed = metric_value(&metrics, "trellis_chain_txs_committed_total");
+    assert!(committed >= Some(6), "{metrics}");
+    if cfg!(target_os = "linux") {
+        assert!(
+            metric_value(&metrics, PROCESS_CPU_METRIC) > Some(0),
+            "{metrics}"
+        );
     }
 
     // A proof bundle from the live network verifies offline; a tampered copy does not.
