@@ -612,6 +612,12 @@ impl Driver {
                 blocks.push(b);
             }
         }
+        // The replay's flushes stay at or below the state proofs are made against.
+        match crate::proofs::certified_state_height(&store, committed.height) {
+            Ok(Some(proven)) => store.set_tree_flush_limit(proven),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e.detail, "no certified head to keep flushes under"),
+        }
         replay_tree(&genesis.chain_id, &store, &genesis_writes)?;
         let executed = committed.height;
         let replica = Replica::new(
@@ -675,10 +681,16 @@ impl Driver {
                         // Up to the state the certified head commits to, which proofs right
                         // after the restart use; the start replays the few blocks above it.
                         let proven = crate::proofs::certified_state_height(
-                            &self.shared,
+                            &self.shared.store,
                             self.executed,
                         );
-                        let up_to = proven.unwrap_or(self.executed);
+                        let up_to = match proven {
+                            Ok(proven) => proven.unwrap_or(self.executed),
+                            Err(e) => {
+                                tracing::warn!(error = %e.detail, "no certified head to flush up to");
+                                self.executed
+                            }
+                        };
                         if let Err(e) = self.shared.store.flush_tree_up_to(up_to) {
                             tracing::warn!(error = %e, "state tree flush at shutdown failed");
                         }
@@ -1033,6 +1045,17 @@ impl Driver {
             ),
         };
         let record = HeadRecord::new(&state, &head);
+        // A certified head: proofs are made against the state it commits to, so the tree is
+        // flushed no further (see `NodeStore::set_tree_flush_limit`).
+        let certified = match &epoch_change {
+            Some(_) => block.ends_epoch(),
+            None => !block.ends_epoch() && cert.vote_data.commits() == Some(block.id()),
+        };
+        if certified {
+            self.shared
+                .store
+                .set_tree_flush_limit(block.header.state.height);
+        }
         self.shared.store.commit(CommitBatch {
             height,
             block_id: block.id().0,

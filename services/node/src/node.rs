@@ -239,6 +239,7 @@ pub struct RunningNode {
     pub p2p_addr: SocketAddr,
     pub shared: Arc<ChainShared>,
     driver_tx: mpsc::Sender<DriverEvent>,
+    driver: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
     api_stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -362,7 +363,7 @@ impl RunningNode {
                 t.crl_poll_ms.max(100),
             )));
         }
-        tasks.push(tokio::spawn(driver.run(driver_rx)));
+        let driver = tokio::spawn(driver.run(driver_rx));
         tasks.push(tokio::spawn(dispatch(
             shared.clone(),
             inbound,
@@ -391,15 +392,27 @@ impl RunningNode {
             p2p_addr,
             shared,
             driver_tx,
+            driver,
             tasks,
             api_stop,
         })
     }
 
     /// Stops the API, the driver and the network; every commit already returned is on disk.
+    /// The driver ends on its own, after the events queued before the shutdown and its flush
+    /// of the state tree (aborted, it skipped the flush; only a driver stuck for a minute is).
     pub async fn shutdown(self) {
         let _ = self.api_stop.send(());
+        // Refused only when the driver has ended already.
         let _ = self.driver_tx.send(DriverEvent::Shutdown).await;
+        let mut driver = self.driver;
+        if tokio::time::timeout(std::time::Duration::from_secs(60), &mut driver)
+            .await
+            .is_err()
+        {
+            tracing::warn!(node = %self.name, "the driver did not stop within a minute");
+            driver.abort();
+        }
         self.shared.net.shutdown().await;
         for t in self.tasks {
             t.abort();

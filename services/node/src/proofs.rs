@@ -5,6 +5,7 @@
 use crate::api::{Problem, no_anchor, not_yet_provable, proof_internal};
 use crate::chain::ChainShared;
 use crate::state_tree::{StateTree, StateTreeError};
+use crate::store::NodeStore;
 use prost::Message as _;
 use std::sync::atomic::Ordering;
 use trellis_consensus::{Block, BlockHeader, QuorumCert};
@@ -21,7 +22,8 @@ pub fn anchor_bundle(chain: &ChainShared, digest: &Digest) -> Result<AnchorBundl
     if executed == 0 {
         return Err(no_anchor());
     }
-    let (head, headers, commit_qc) = certified_head(chain, executed)?;
+    let (head, headers, commit_qc) =
+        certified_head(&chain.store, executed)?.ok_or_else(not_yet_provable)?;
     let version = head.header.state.height;
     // Committed after the state the head commits to, or not at all.
     let unproven = || match tree.get(executed, &key).map_err(proof_internal)? {
@@ -60,10 +62,11 @@ pub fn anchor_bundle(chain: &ChainShared, digest: &Digest) -> Result<AnchorBundl
 
 /// The state version that [`anchor_bundle`] proves against while `height` is the latest
 /// executed one; `None` when no certified head is found.
-pub(crate) fn certified_state_height(chain: &ChainShared, height: u64) -> Option<u64> {
-    certified_head(chain, height)
-        .ok()
-        .map(|(head, _, _)| head.header.state.height)
+pub(crate) fn certified_state_height(
+    store: &NodeStore,
+    height: u64,
+) -> Result<Option<u64>, Problem> {
+    Ok(certified_head(store, height)?.map(|(head, _, _)| head.header.state.height))
 }
 
 /// The highest committed block at or below `height` with a certificate that proves it: one
@@ -71,36 +74,32 @@ pub(crate) fn certified_state_height(chain: &ChainShared, height: u64) -> Option
 /// certificate. (A block committed as an ancestor in a batch carries the batch's certificate,
 /// which commits a descendant.)
 fn certified_head(
-    chain: &ChainShared,
+    store: &NodeStore,
     height: u64,
-) -> Result<(Block, Vec<BlockHeader>, QuorumCert), Problem> {
+) -> Result<Option<(Block, Vec<BlockHeader>, QuorumCert)>, Problem> {
     let lowest = height.saturating_sub(256).max(1);
     for h in (lowest..=height).rev() {
-        let Some(bytes) = chain.store.block(h).map_err(proof_internal)? else {
+        let Some(bytes) = store.block(h).map_err(proof_internal)? else {
             continue;
         };
         let block = wire::decode_block(&bytes).map_err(proof_internal)?;
         if block.ends_epoch() {
-            if let Some(bytes) = chain
-                .store
-                .epoch_change(block.epoch())
-                .map_err(proof_internal)?
-            {
+            if let Some(bytes) = store.epoch_change(block.epoch()).map_err(proof_internal)? {
                 let proof = wire::decode_epoch_change(&bytes).map_err(proof_internal)?;
                 let mut headers = vec![block.header.clone()];
                 headers.extend(proof.suffix.iter().cloned());
-                return Ok((block, headers, proof.commit_qc));
+                return Ok(Some((block, headers, proof.commit_qc)));
             }
             continue;
         }
-        let Some(cert) = chain.store.cert(h).map_err(proof_internal)? else {
+        let Some(cert) = store.cert(h).map_err(proof_internal)? else {
             continue;
         };
         let cert = wire::decode_qc(&cert).map_err(proof_internal)?;
         if cert.vote_data.commits() == Some(block.id()) {
             let headers = vec![block.header.clone()];
-            return Ok((block, headers, cert));
+            return Ok(Some((block, headers, cert)));
         }
     }
-    Err(not_yet_provable())
+    Ok(None)
 }

@@ -66,6 +66,11 @@
 //! heights: the flush still takes CPU and disk time, and a chain whose validators all flush at
 //! once slows on all of them.
 //!
+//! A flush writes at most up to the state the chain's latest certified head commits to
+//! ([`NodeStore::set_tree_flush_limit`]), a few versions behind the latest: proofs are made
+//! against that state, and after a restart, clean or a crash, it is then at or above the last
+//! flush, so the replay brings it back and a proof works at once.
+//!
 //! Readable versions: every version from the flush before the last finished one on (memory
 //! holds the updates since then), and the flushed versions themselves until pruning. Memory
 //! lets versions go under an exclusive lock that every tree read holds shared
@@ -192,6 +197,13 @@ struct Inner {
     /// The tree flush being written on a thread of its own, if any. Started and finished under
     /// `writer`; at most one at a time.
     flushing: Mutex<Option<Flushing>>,
+    /// The highest version a flush due at a commit or replay may write (see
+    /// [`NodeStore::set_tree_flush_limit`]); `u64::MAX` when unset.
+    flush_limit: AtomicU64,
+    /// The height the last flush a commit or replay started was due at (`u64::MAX`: none since
+    /// the store opened). Under a flush limit that flush wrote a lower version; the next one is
+    /// due counted from this height, so that flushes stay `tree_flush_every` heights apart.
+    last_flush_due: AtomicU64,
 }
 
 impl Drop for Inner {
@@ -410,6 +422,36 @@ impl NodeStore {
             .store(phase % self.inner.tree_flush_every, Ordering::Relaxed);
     }
 
+    /// Keeps the flushes that commits and replays start at or below `version`: the state the
+    /// chain's latest certified head commits to, which proofs are made against. After a
+    /// restart, clean or not, only the versions from the last flush on are readable (the store
+    /// keeps only each flush's newest values), so a flush past that state would leave the head
+    /// unprovable until a newer one commits. A head more than four flush periods behind is not
+    /// waited for: memory stays bounded. Unset, a flush writes up to the height it is due at.
+    pub fn set_tree_flush_limit(&self, version: Version) {
+        self.inner.flush_limit.store(version, Ordering::Relaxed);
+    }
+
+    /// The version the commit (or replay) of `height` flushes the tree up to, if any, the last
+    /// flush being at `flushed`.
+    fn flush_at(&self, flushed: Option<Version>, height: u64) -> Option<Version> {
+        let due_from = match self.inner.last_flush_due.load(Ordering::Relaxed) {
+            u64::MAX => flushed,
+            due => flushed.max(Some(due)),
+        };
+        if !self.flush_due(due_from, height) {
+            return None;
+        }
+        let limit = self.inner.flush_limit.load(Ordering::Relaxed);
+        let at = if height.saturating_sub(limit) > 4 * self.inner.tree_flush_every {
+            height
+        } else {
+            height.min(limit)
+        };
+        // Nothing above the last flush to write yet.
+        (flushed.is_none_or(|f| at > f)).then_some(at)
+    }
+
     /// Whether the commit of `height` flushes the tree, the last flush being at `flushed`.
     fn flush_due(&self, flushed: Option<Version>, height: u64) -> bool {
         let every = self.inner.tree_flush_every;
@@ -454,6 +496,8 @@ impl NodeStore {
             tree_flush_every: tree_flush_every.max(1),
             tree_flush_phase: AtomicU64::new(0),
             flushing: Mutex::new(None),
+            flush_limit: AtomicU64::new(u64::MAX),
+            last_flush_due: AtomicU64::new(u64::MAX),
             reads: Arc::default(),
             pruned_below: AtomicU64::new(0),
             tree_memory: Arc::new(Mutex::new(TreeMemory {
@@ -713,8 +757,8 @@ impl NodeStore {
         batch: Option<OwnedWriteBatch>,
     ) -> Result<(), StoreError> {
         let started = self.flushing().as_ref().map(|f| f.at);
-        let due = self.flush_due(started.or(self.tree_memory().recent.flushed), height);
-        if due {
+        let flush = self.flush_at(started.or(self.tree_memory().recent.flushed), height);
+        if flush.is_some() {
             // Before anything of this commit is written: a failed flush fails the commit.
             self.finish_flush()?;
         }
@@ -723,23 +767,24 @@ impl NodeStore {
         }
         let mut memory = self.tree_memory();
         memory.record(height, Arc::new(tree));
-        if !due {
+        let Some(at) = flush else {
             return Ok(());
-        }
-        let job = self.flush_job(&memory, height);
+        };
+        self.inner.last_flush_due.store(height, Ordering::Relaxed);
+        let job = self.flush_job(&memory, at);
         drop(memory);
         let spawned = std::thread::Builder::new()
             .name("trellis-tree-flush".into())
             .spawn(move || job.write(None));
         match spawned {
             Ok(thread) => {
-                *self.flushing() = Some(Flushing { at: height, thread });
+                *self.flushing() = Some(Flushing { at, thread });
                 Ok(())
             }
             // Out of threads: the commit's own thread writes the flush. The commit's batch is
             // durable by now, so a failure here is reported for a commit that did land.
             Err(_) => {
-                let job = self.flush_job(&self.tree_memory(), height);
+                let job = self.flush_job(&self.tree_memory(), at);
                 job.write(None)
             }
         }

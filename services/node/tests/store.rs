@@ -6,7 +6,7 @@ use jmt::storage::TreeUpdateBatch;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use trellis_ledger::beacon::execute_block;
 use trellis_ledger::state::{MemoryState, StateKey, StateView, WriteSet};
 use trellis_node::chain::StateAt;
@@ -1157,54 +1157,6 @@ fn a_killed_writer_leaves_a_consistent_store() {
 }
 
 /// Not an assertion: prints what a 2,000-leaf block costs (prepare, then the synced commit).
-#[test]
-fn commit_latency_of_a_2000_leaf_update() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = NodeStore::open_with(dir.path(), 1).expect("open");
-    let mut tree = StateTree::new(store.clone());
-    let cases = [
-        (0u64, "2000 new leaves, empty tree"),
-        (1, "2000 new leaves over 2000"),
-        (0, "2000 changed leaves of 4000"),
-    ];
-    for (h, (key_set, label)) in cases.into_iter().enumerate() {
-        let h = h as u64;
-        let writes: WriteSet = (0..2000u32)
-            .map(|i| {
-                let mut d = [0u8; 32];
-                d[..4].copy_from_slice(&i.to_be_bytes());
-                d[4..12].copy_from_slice(&key_set.to_be_bytes());
-                (StateKey::anchor(&Digest(d)), Some([h as u8; 96].to_vec()))
-            })
-            .collect();
-        let t0 = Instant::now();
-        let (root, batch) = tree.prepare(h, &writes).expect("prepare");
-        let nodes = batch.node_batch.nodes().len();
-        let t1 = Instant::now();
-        store
-            .commit(CommitBatch {
-                block: vec![0; 200_000],
-                txs: (0..2000u32)
-                    .map(|i| {
-                        let mut k = [0u8; 32];
-                        k[..4].copy_from_slice(&i.to_be_bytes());
-                        k[4..12].copy_from_slice(&h.to_be_bytes());
-                        (k, tx_record(h, i as usize))
-                    })
-                    .collect(),
-                ..commit_batch(h, root.0, batch)
-            })
-            .expect("commit");
-        tree.committed(h);
-        let t2 = Instant::now();
-        println!(
-            "{label} ({nodes} tree nodes written): prepare {:?}, commit with SyncAll {:?}",
-            t1 - t0,
-            t2 - t1
-        );
-    }
-}
-
 /// The tree version on disk after committing heights up to `last` with a flush every 4
 /// heights at `phase`, and a crash (the store dropped without its shutdown flush).
 fn flushed_after(phase: u64, last: u8) -> Option<u64> {
@@ -1220,6 +1172,52 @@ fn flushed_after(phase: u64, last: u8) -> Option<u64> {
     NodeStore::open_with(dir.path(), 4)
         .expect("reopen")
         .tree_version()
+}
+
+/// Proofs are made against the state the latest certified head commits to, a few versions
+/// behind the latest, and after a restart only the versions from the last flush on are
+/// readable: flushes stay at or below that state, so that a crash or a clean restart never
+/// leaves the head unprovable (a flush at 8 made version 6 unreadable after a restart).
+#[test]
+fn flushes_stay_at_or_below_the_certified_state_so_it_proves_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut chain = Chain::open_with(dir.path(), 4);
+    chain.genesis();
+    for h in 1..=9u8 {
+        // The head certified with block h commits to the state three blocks back.
+        chain
+            .store
+            .set_tree_flush_limit(u64::from(h).saturating_sub(3));
+        chain.anchors(h);
+    }
+    // Due at 4 and 8, as without a limit, but written at 1 and 5.
+    let mut chain = chain.reopen(dir.path(), 4);
+    assert_eq!(chain.store.tree_version(), Some(5));
+    // The restarted node keeps the replay's flushes under the same state.
+    chain.store.set_tree_flush_limit(6);
+    chain.replay();
+    let roots = chain.roots.clone();
+    let key = StateKey::account(&signer(2).public_key());
+    let prove = |chain: &Chain, v: u64| {
+        let (value, proof) = chain.tree.get_with_proof(v, &key).expect("provable");
+        proof
+            .verify(&roots[v as usize], key.as_bytes(), value.as_deref())
+            .expect("proof verifies");
+    };
+    prove(&chain, 6);
+    let mut chain = chain.reopen(dir.path(), 4);
+    assert_eq!(chain.store.tree_version(), Some(6));
+    chain.replay();
+    prove(&chain, 6);
+
+    // A head far behind is not waited for: memory stays bounded.
+    chain.store.set_tree_flush_limit(6);
+    for h in 10..=24u8 {
+        chain.anchors(h);
+    }
+    let chain = chain.reopen(dir.path(), 4);
+    let flushed = chain.store.tree_version().expect("flushed");
+    assert!(flushed > 6 + 4 * 4, "flushed at {flushed}");
 }
 
 #[test]
