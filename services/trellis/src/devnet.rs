@@ -3,6 +3,7 @@
 //! config and keyrings); running loads them and starts every validator and the identity and
 //! membership services (on SQLite under `services/`) in this process.
 
+use crate::local::{free_port, random_seed, write, write_secret};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -56,65 +57,9 @@ impl Network {
     }
 }
 
-/// A port that is free now and stays likely free until the node binds it. Ports come from below
-/// the kernel's ephemeral range: a port the kernel hands out for `bind(0)` is also one it may
-/// give an outgoing connection (a started node dialling its peers) before the node that was
-/// assigned it starts, and then that node cannot bind it.
-pub(crate) fn free_port() -> Result<u16> {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32_768);
-    let low = ephemeral_low.saturating_sub(12_000).max(1_024);
-    let span = ephemeral_low.saturating_sub(low).max(1);
-    // Start where another process (another test binary, another devnet) is unlikely to.
-    let seed = std::process::id().wrapping_mul(2_654_435_761) % span;
-    for _ in 0..span {
-        let offset = (seed + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) % span;
-        let Ok(port) = u16::try_from(low + offset) else {
-            continue;
-        };
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("no free port")?;
-    Ok(l.local_addr()?.port())
-}
-
-pub(crate) fn write_secret(path: &Path, contents: &str) -> Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    opts.mode(0o600);
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(contents.as_bytes())?;
-    Ok(())
-}
-
-pub(crate) fn write(path: &Path, contents: &str) -> Result<()> {
-    std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
-}
-
-fn random_seed() -> Result<[u8; 32]> {
-    let mut seed = [0u8; 32];
-    getrandom(&mut seed)?;
-    Ok(seed)
-}
-
-/// Key material comes from the OS; reading /dev/urandom keeps the dependency list short.
-fn getrandom(buf: &mut [u8]) -> Result<()> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(buf))
-        .context("cannot read /dev/urandom")
-}
+/// Load-generator accounts a devnet gets by default: `trellis bench` sizes its senders to the
+/// rate (one per 250 tx/s), so 64 serve up to 16,000 offered tx/s.
+pub const DEFAULT_BENCH_ACCOUNTS: usize = 64;
 
 /// The accounts a devnet starts with: three member orgs, an operator (the identity service's
 /// verifier), the consortium CA's operator account (signs revocations; a key of its own so the
@@ -289,7 +234,7 @@ pub async fn run(dir: &Path, validators: usize) -> Result<()> {
     let network = if dir.join("network.json").exists() {
         Network::load(&dir.join("network.json"))?
     } else {
-        init(dir, validators, 32, "trellis-devnet")?
+        init(dir, validators, DEFAULT_BENCH_ACCOUNTS, "trellis-devnet")?
     };
     let mut running = Vec::new();
     for n in &network.nodes {

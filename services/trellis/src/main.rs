@@ -1,6 +1,6 @@
 //! `trellis`: the one binary. `devnet` runs a consortium on this machine, `node` one validator,
 //! `tx`/`proof` talk to a node's client API, `verify` checks a proof bundle offline, `bench`
-//! measures committed throughput.
+//! measures committed throughput, `key new` writes a key file.
 
 #![forbid(unsafe_code)]
 
@@ -95,6 +95,27 @@ enum Command {
     Governance {
         #[command(subcommand)]
         governance: GovernanceCommand,
+    },
+    /// Key files.
+    Key {
+        #[command(subcommand)]
+        key: KeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Write a new ed25519 key file (mode 0600, never overwriting a file) and print its public
+    /// key (64 hex characters).
+    New {
+        #[arg(long)]
+        out: PathBuf,
+        /// The organisation the key belongs to: its unified social credit code.
+        #[arg(long, default_value = "")]
+        org: String,
+        /// `member`, `operator`, `regulator`, `bank` or `validator`.
+        #[arg(long, default_value = "member")]
+        role: String,
     },
 }
 
@@ -194,7 +215,7 @@ enum DevnetCommand {
         #[arg(long, default_value_t = 4)]
         validators: usize,
         /// Extra member accounts for `trellis bench` (under accounts/bench/).
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = devnet::DEFAULT_BENCH_ACCOUNTS)]
         bench_accounts: usize,
         #[arg(long, default_value = "trellis-devnet")]
         chain_id: String,
@@ -452,6 +473,13 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Verify { bundle, genesis } => verify(&bundle, &genesis),
         Command::Bench(args) => bench::run(args).await,
+        Command::Key {
+            key: KeyCommand::New { out, org, role },
+        } => {
+            let key = trellis::local::new_key_file(&out, &role, &org)?;
+            println!("{}", key.public_key);
+            Ok(0)
+        }
     }
 }
 

@@ -358,10 +358,10 @@ pub fn init_devnet_files(dir: &Path, chain_id: &str, node_url: &str) -> Result<P
     }
     for (file, kid) in [("keys/pii.json", "pii-1"), ("keys/tokens.json", "tokens-1")] {
         let ring = Keyring::generate(kid).map_err(|e| anyhow!("{e}"))?;
-        crate::devnet::write_secret(&sdir.join(file), &ring.to_json())?;
+        crate::local::write_secret(&sdir.join(file), &ring.to_json())?;
     }
     let config = ServicesConfig {
-        listen: format!("127.0.0.1:{}", crate::devnet::free_port()?).parse()?,
+        listen: format!("127.0.0.1:{}", crate::local::free_port()?).parse()?,
         database_url: "sqlite://trellis.db".into(),
         node_url: node_url.into(),
         chain_id: chain_id.into(),
@@ -377,6 +377,6 @@ pub fn init_devnet_files(dir: &Path, chain_id: &str, node_url: &str) -> Result<P
         cert_renew_before_days: default_renew(),
         cert_alert_before_days: default_alert(),
     };
-    crate::devnet::write(&config_path, &serde_json::to_string_pretty(&config)?)?;
+    crate::local::write(&config_path, &serde_json::to_string_pretty(&config)?)?;
     Ok(config_path)
 }
