@@ -27,9 +27,10 @@ pub struct BenchArgs {
     /// Approximate size of each signed transaction in bytes (the tag pads it).
     #[arg(long, default_value_t = 256)]
     tx_size: usize,
-    /// Sending accounts (taken from accounts/bench/).
-    #[arg(long, default_value_t = 16)]
-    accounts: usize,
+    /// Sending accounts (taken from accounts/bench/). By default one per 250 tx/s offered (at
+    /// least 4), as many as the devnet has.
+    #[arg(long)]
+    accounts: Option<usize>,
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
@@ -38,11 +39,51 @@ pub struct BenchArgs {
 /// Batches per second: each batch is one HTTP request to one node.
 const TICKS_PER_S: u64 = 20;
 
+/// Offered tx/s per sending account by default. A node queues an account's transactions at
+/// most 1,000 nonces ahead of its next committed one (`mempool.max_nonce_gap`), and one
+/// account's transactions commit in nonce order: at 250 tx/s an account stays under that for
+/// 4 s of commit latency. (16 accounts at 12,000 tx/s had 143,720 of 180,000 refused.)
+const TX_PER_S_PER_ACCOUNT: u64 = 250;
+
+/// The default number of sending accounts for `rate` offered tx/s.
+pub fn accounts_for(rate: u64) -> usize {
+    usize::try_from(rate.div_ceil(TX_PER_S_PER_ACCOUNT))
+        .unwrap_or(usize::MAX)
+        .max(4)
+}
+
+fn bench_key(network: &Network, i: usize) -> std::path::PathBuf {
+    network.accounts_dir.join(format!("bench/bench-{i}.json"))
+}
+
 pub async fn run(args: BenchArgs) -> Result<i32> {
-    if args.rate == 0 || args.duration == 0 || args.accounts == 0 {
+    if args.rate == 0 || args.duration == 0 || args.accounts == Some(0) {
         bail!("--rate, --duration and --accounts must be positive");
     }
     let network = Network::load(&args.network)?;
+    let accounts = match args.accounts {
+        Some(n) => n,
+        None => {
+            let available = (1..)
+                .take_while(|i| bench_key(&network, *i).exists())
+                .count();
+            let wanted = accounts_for(args.rate);
+            if available == 0 {
+                bail!(
+                    "{} holds no bench accounts (bench/bench-1.json, …)",
+                    network.accounts_dir.display()
+                );
+            }
+            if available < wanted {
+                eprintln!(
+                    "bench: {wanted} accounts suit {} tx/s, the devnet has {available}: expect \
+                     `nonce-too-far-ahead` refusals (devnet init --bench-accounts N)",
+                    args.rate
+                );
+            }
+            wanted.min(available)
+        }
+    };
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()?;
@@ -64,22 +105,18 @@ pub async fn run(args: BenchArgs) -> Result<i32> {
     // Pre-sign everything so signing never throttles the load.
     let total = (args.rate * args.duration) as usize;
     let mut signers = Vec::new();
-    for i in 1..=args.accounts {
-        let path = network.accounts_dir.join(format!("bench/bench-{i}.json"));
-        let key = KeyFile::load(&path)?;
+    for i in 1..=accounts {
+        let key = KeyFile::load(&bench_key(&network, i))?;
         let nonce = crate::client::account_nonce(&client, &first, &key.public_key).await?;
         signers.push((key.signer()?, nonce));
     }
     // Tx overhead is about 150 bytes; the tag pads to the requested size (tags hold ≤ 64 bytes).
     let pad = args.tx_size.saturating_sub(150).min(64);
     let run_id = trellis_node::chain::now_ms();
-    eprintln!(
-        "bench: signing {total} transactions from {} accounts…",
-        args.accounts
-    );
+    eprintln!("bench: signing {total} transactions from {accounts} accounts…",);
     let mut txs: Vec<(Digest, Vec<u8>)> = Vec::with_capacity(total);
     for i in 0..total {
-        let (signer, nonce) = &mut signers[i % args.accounts];
+        let (signer, nonce) = &mut signers[i % accounts];
         let mut seed = Vec::with_capacity(16);
         seed.extend_from_slice(&run_id.to_be_bytes());
         seed.extend_from_slice(&(i as u64).to_be_bytes());
@@ -252,7 +289,7 @@ pub async fn run(args: BenchArgs) -> Result<i32> {
                 "committed_tps": tps, "p50_ms": pct(0.5), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
                 "node_cpu_us_per_tx": cpu_per_tx,
                 "submitted": submitted, "committed": committed, "rejected": rejected,
-                "rate": args.rate, "duration_s": args.duration, "tx_bytes": size, "accounts": args.accounts,
+                "rate": args.rate, "duration_s": args.duration, "tx_bytes": size, "accounts": accounts,
             })
         );
     }
@@ -324,4 +361,19 @@ async fn nodes_cpu_micros(client: &reqwest::Client, nodes: &[String]) -> Option<
         .values()
         .try_fold(0u64, |sum, us| sum.checked_add(*us))?;
     Some((total, processes.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accounts_for;
+
+    #[test]
+    fn senders_are_sized_to_the_rate() {
+        assert_eq!(accounts_for(1), 4);
+        assert_eq!(accounts_for(1_000), 4);
+        assert_eq!(accounts_for(10_500), 42);
+        // The case that refused four in five transactions with 16 accounts.
+        assert_eq!(accounts_for(12_000), 48);
+        assert!(accounts_for(12_000) <= crate::devnet::DEFAULT_BENCH_ACCOUNTS);
+    }
 }
