@@ -7,37 +7,88 @@
 
 mod common;
 
-use common::fake_node::FakeNode;
-use common::{Auth, Options, TestApp, application, credit_code, org_key, resident_id, spawn};
+use common::fake_node::{FakeNode, NodeState};
+use common::{Auth, Options, application, credit_code, org_key, resident_id, spawn};
 use serde_json::{Value, json};
 use sqlx::Row;
 use std::time::Duration;
 use trellis_identity::{IdentityFacts, commitment};
 use trellis_servicekit::testing::{fresh_database, test_databases};
-use trellis_servicekit::{Backend, Db, Keyring, TokenConfig, TokenService};
+use trellis_servicekit::{Backend, Db, Keyring, Role, TokenConfig, TokenService};
 
 fn verifier_hex() -> String {
     hex::encode(common::verifier().public_key().0)
 }
 
-/// Polls the operator view until `status` (or panics after `within`).
-async fn wait_for(app: &TestApp, id: &str, status: &str, within: Duration) -> Value {
-    let op = app.operator().await;
+/// How long a synchronous approval may wait for the chain when the test expects it to finish
+/// (a 200): generous, as the answer comes as soon as the proposal is on the chain.
+const SETTLES: Duration = Duration::from_secs(60);
+
+/// Polls until `what` holds of the fake node's state; panics with `never` after 30 s.
+async fn until_node(node: &FakeNode, never: &str, what: impl Fn(&NodeState) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        {
+            let s = node.state.lock().unwrap();
+            if what(&s) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{never} (pending: {:?}, executed: {:?})",
+                s.pending.keys().collect::<Vec<_>>(),
+                s.executed
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls the operator view of the service at `base` (as operator token `op`) until the
+/// application has `status`, or panics after `within`.
+async fn wait_for(base: &str, op: &str, id: &str, status: &str, within: Duration) -> Value {
+    let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let v = app
-            .get(&format!("/v1/onboarding/applications/{id}"), &op)
+        let v: Value = http
+            .get(format!("{base}/v1/onboarding/applications/{id}"))
+            .bearer_auth(op)
+            .send()
             .await
-            .json();
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if v["status"] == status {
             return v;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "still {}: {v}",
+            "never {status} within {within:?}, still {}: {v}",
             v["status"]
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls the outbox lease until no process holds it (released, or never taken).
+async fn wait_for_lease_released(db: &Db) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let held: Option<i64> = sqlx::query_scalar(
+            "SELECT expires_ms FROM identity_worker_lease WHERE name = 'outbox'",
+        )
+        .fetch_optional(db.pool())
+        .await
+        .unwrap();
+        if held.is_none_or(|expires| expires == 0) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox lease was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -58,7 +109,7 @@ async fn approval_attests_and_proposes() {
         let node = FakeNode::start().await;
         let opts = Options {
             node: node.base.clone(),
-            chain_wait: Duration::from_secs(10),
+            chain_wait: SETTLES,
             ..Options::default()
         };
         let app = spawn(backend, db, opts).await;
@@ -172,11 +223,15 @@ async fn a_slow_chain_answers_202_and_a_taken_nonce_is_reallocated() {
         assert_eq!(d.json()["status"], "approved");
         // The attestation (nonce 0) waits in the node; meanwhile another transaction of the
         // verifier account takes nonce 0.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        until_node(&node, "the attestation never reached the held node", |s| {
+            !s.pending.is_empty()
+        })
+        .await;
         assert_eq!(node.state.lock().unwrap().pending.len(), 1);
         node.bump_nonce(&verifier_hex());
         node.set_hold(false);
-        let v = wait_for(&app, &id, "proposed", Duration::from_secs(30)).await;
+        let op = app.token(Role::Operator, None).await;
+        let v = wait_for(&app.base, &op, &id, "proposed", SETTLES).await;
         assert_eq!(v["proposal_id"], 1);
         assert_eq!(node.executed().len(), 2, "{:?}", node.executed());
         let rows = outbox_rows(&app.db).await;
@@ -198,6 +253,7 @@ async fn beacon_rejections_mark_chain_failed() {
         node.add_account(&verifier_hex(), "member", "ORG9", 0);
         let opts = Options {
             node: node.base.clone(),
+            chain_wait: SETTLES,
             ..Options::default()
         };
         let app = spawn(backend, db.clone(), opts).await;
@@ -255,6 +311,7 @@ async fn beacon_rejections_mark_chain_failed() {
         let node2 = FakeNode::start().await;
         let opts = Options {
             node: node2.base.clone(),
+            chain_wait: SETTLES,
             ..Options::default()
         };
         let (db2, _) = fresh_database(backend).await;
@@ -327,11 +384,7 @@ async fn a_restart_loses_nothing_and_repeats_nothing() {
         let tokens = TokenService::new(db.clone(), jwt.clone(), TokenConfig::default())
             .await
             .unwrap();
-        let op = tokens
-            .issue("op", trellis_servicekit::Role::Operator, None)
-            .await
-            .unwrap()
-            .0;
+        let op = tokens.issue("op", Role::Operator, None).await.unwrap().0;
         let http = reqwest::Client::new();
         let resp = http
             .post(format!("{}/v1/onboarding/applications", first.base))
@@ -355,7 +408,10 @@ async fn a_restart_loses_nothing_and_repeats_nothing() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 202);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        until_node(&node, "the attestation never reached the held node", |s| {
+            !s.pending.is_empty()
+        })
+        .await;
         assert_eq!(node.state.lock().unwrap().pending.len(), 1);
         first.stop.send(()).unwrap();
         first.thread.join().unwrap();
@@ -366,13 +422,14 @@ async fn a_restart_loses_nothing_and_repeats_nothing() {
 
         // The next process picks the work up (once the dead one's lease lapses), records the
         // committed attestation without sending it again, and proposes.
-        let opts = Options {
-            node: node.base.clone(),
-            ..Options::default()
-        };
-        let second =
-            common::spawn_with(backend, db.clone(), tokens.clone(), pii.clone(), opts).await;
-        let v = wait_for(&second, &id, "proposed", Duration::from_secs(45)).await;
+        let second = start_doomed(
+            backend,
+            url.clone(),
+            node.base.clone(),
+            pii.clone(),
+            jwt.clone(),
+        );
+        let v = wait_for(&second.base, &op, &id, "proposed", SETTLES).await;
         assert_eq!(v["proposal_id"], 1);
         assert_eq!(
             node.executed(),
@@ -392,15 +449,49 @@ async fn a_restart_loses_nothing_and_repeats_nothing() {
                 ("propose".into(), "done".into(), 4)
             ]
         );
+        // Its pass ends by releasing the lease; then it stops, so the third start below is the
+        // only worker left.
+        wait_for_lease_released(&db).await;
+        second.stop.send(()).unwrap();
+        second.thread.join().unwrap();
 
-        // A third start finds nothing to do and sends nothing.
+        // A third start finds nothing to do and sends nothing. Its worker looks at the outbox
+        // as it starts; one more approval through it shows when that look is over: the only
+        // worker left carries the new rows after that first pass and strictly in order, so
+        // anything the restart sent would reach the node before them. The node then has
+        // exactly the new application's two transactions more.
         let sent = node.state.lock().unwrap().submissions;
         let opts = Options {
             node: node.base.clone(),
+            chain_wait: SETTLES,
             ..Options::default()
         };
-        let _third = common::spawn_with(backend, db.clone(), tokens, pii, opts).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(node.state.lock().unwrap().submissions, sent);
+        let third = common::spawn_with(backend, db.clone(), tokens, pii, opts).await;
+        let (id2, _) = third.apply(&application(2)).await;
+        let d = third
+            .decide(&id2, &json!({"approve": true}), &Auth::Bearer(op.clone()))
+            .await;
+        assert_eq!(d.status, 200, "{}", d.text);
+        assert_eq!(d.json()["status"], "proposed", "{}", d.text);
+        assert_eq!(d.json()["proposal_id"], 2);
+        assert_eq!(node.state.lock().unwrap().submissions, sent + 2);
+        assert_eq!(
+            node.executed(),
+            vec![
+                format!("attest {}", org_key(1)),
+                format!("propose {} {}", credit_code(1), org_key(1)),
+                format!("attest {}", org_key(2)),
+                format!("propose {} {}", credit_code(2), org_key(2))
+            ]
+        );
+        assert_eq!(
+            outbox_rows(&db).await,
+            vec![
+                ("attest".into(), "done".into(), 3),
+                ("propose".into(), "done".into(), 4),
+                ("attest".into(), "done".into(), 5),
+                ("propose".into(), "done".into(), 6)
+            ]
+        );
     }
 }
