@@ -183,10 +183,13 @@ async fn the_canary_stays_sealed() {
     let node = FakeNode::start().await;
     let verifier = common::verifier();
     node.add_account(&hex::encode(verifier.public_key().0), "operator", "ops", 0);
+    let mut approvals = Vec::new();
     for backend in [Backend::Postgres, Backend::Sqlite] {
         let (db, url) = fresh_database(backend).await;
         let opts = Options {
             node: node.base.clone(),
+            // The approval below answers as soon as its proposal is on the chain.
+            chain_wait: Duration::from_secs(60),
             ..Options::default()
         };
         let app = spawn(backend, db.clone(), opts.clone()).await;
@@ -274,6 +277,7 @@ async fn the_canary_stays_sealed() {
         let d = app.decide(approved, &json!({"approve": true}), &op).await;
         assert_eq!(d.status, 200, "{}", d.text);
         assert_eq!(d.json()["status"], "proposed");
+        approvals.push(approved.clone());
 
         // Regulators and banks, on every route, get nothing of it.
         for (role, org) in [(Role::Regulator, None), (Role::Bank, Some("BANK1"))] {
@@ -350,15 +354,32 @@ async fn the_canary_stays_sealed() {
             }
         }
     }
-    // Give the outbox worker a moment to log its last lines too.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let captured = logs.lock().unwrap().clone();
-    // The capture works: the service's own lines are there.
+    // The capture works: the service's own lines are there. The outbox worker logs an
+    // approval's proposal as committed just after the answer saw it, so wait for those lines:
+    // they are the last the worker writes about these applications.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let captured = loop {
+        let captured = logs.lock().unwrap().clone();
+        let proposal_logged = |id: &String| {
+            captured.lines().any(|l| {
+                l.contains("committed on the beacon")
+                    && l.contains(&format!("application={id}"))
+                    && l.contains("kind=propose")
+            })
+        };
+        if approvals.iter().all(proposal_logged) {
+            break captured;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox never logged the proposals of {approvals:?} as committed:\n{captured}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(
         captured.contains("onboarding application received"),
         "{captured}"
     );
-    assert!(captured.contains("committed on the beacon"), "{captured}");
     assert!(captured.contains("internal error"), "{captured}");
     assert!(
         !contains_canary(captured.as_bytes()),
