@@ -1030,7 +1030,7 @@ async fn stored_answers_are_purged_after_a_day() {
             Options::default(),
         )
         .await;
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
         let expected = vec![
             (
                 "identity/onboarding/applications".to_string(),
