@@ -19,6 +19,8 @@ const KNOWN_KEY: &str = "1111111111111111111111111111111111111111111111111111111
 #[derive(Default)]
 struct Stub {
     polls: AtomicU32,
+    /// Status reads of the transaction that stays pending (hash `cc…`).
+    stuck_polls: AtomicU32,
 }
 
 async fn submit(headers: HeaderMap, body: Bytes) -> Response {
@@ -61,7 +63,10 @@ async fn tx_status(State(stub): State<Arc<Stub>>, Path(hash): Path<String>) -> R
         "bb" => serde_json::json!({
             "hash": hash, "status": "rejected", "height": 7, "reason": "insufficient balance"
         }),
-        "cc" => serde_json::json!({"hash": hash, "status": "pending"}),
+        "cc" => {
+            stub.stuck_polls.fetch_add(1, Ordering::SeqCst);
+            serde_json::json!({"hash": hash, "status": "pending"})
+        }
         _ => {
             return Problem::not_found("unknown-transaction", "this node has not seen it")
                 .into_response();
@@ -82,6 +87,11 @@ async fn account(Path(key): Path<String>) -> Response {
 }
 
 async fn serve() -> String {
+    serve_stub(Arc::new(Stub::default())).await
+}
+
+/// The stand-in on `stub`, so a test can read its counters.
+async fn serve_stub(stub: Arc<Stub>) -> String {
     let app = Router::new()
         .route("/v1/transactions", post(submit))
         .route("/v1/transactions/{hash}", get(tx_status))
@@ -94,7 +104,7 @@ async fn serve() -> String {
             "/v1/broken",
             get(|| async { Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "syncing") }),
         )
-        .with_state(Arc::new(Stub::default()));
+        .with_state(stub);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -139,26 +149,42 @@ async fn submit_returns_the_hash_or_the_rejection() {
 
 #[tokio::test]
 async fn wait_polls_until_decided() {
-    let node = NodeClient::new(serve().await).unwrap();
+    let stub = Arc::new(Stub::default());
+    let node = NodeClient::new(serve_stub(stub.clone()).await).unwrap();
     let committed = format!("aa{}", "0".repeat(62));
     assert_eq!(
-        node.wait(&committed, Duration::from_secs(5)).await.unwrap(),
+        node.wait(&committed, Duration::from_secs(30)).await.unwrap(),
         TxOutcome::Committed { height: 42 }
     );
     let rejected = format!("bb{}", "0".repeat(62));
     assert_eq!(
-        node.wait(&rejected, Duration::from_secs(5)).await.unwrap(),
+        node.wait(&rejected, Duration::from_secs(30)).await.unwrap(),
         TxOutcome::Rejected {
             reason: "insufficient balance".into()
         }
     );
+    // A transaction that stays pending: `wait` gives up at its deadline instead of hanging.
+    // Not timed: the outer bound only turns a hang into a failure, and the number of status
+    // reads shows the deadline was kept, as `wait` reads once per 100 ms poll interval
+    // (`POLL_EVERY` in src/node.rs) and only while a next read would still be before the
+    // deadline; a slow machine makes fewer reads, never more.
     let stuck = format!("cc{}", "0".repeat(62));
-    let started = std::time::Instant::now();
-    assert!(matches!(
-        node.wait(&stuck, Duration::from_millis(350)).await,
-        Err(NodeError::Timeout { .. })
-    ));
-    assert!(started.elapsed() < Duration::from_secs(2));
+    let waited = Duration::from_millis(350);
+    let outcome = tokio::time::timeout(Duration::from_secs(60), node.wait(&stuck, waited))
+        .await
+        .expect("wait() on a transaction that stays pending never returned");
+    match outcome {
+        Err(NodeError::Timeout { hash, waited: w }) => {
+            assert_eq!(hash, stuck);
+            assert_eq!(w, waited);
+        }
+        other => panic!("{other:?}"),
+    }
+    let reads = stub.stuck_polls.load(Ordering::SeqCst);
+    assert!(
+        (1..=4).contains(&reads),
+        "{reads} status reads in a 350 ms wait: the deadline was not kept"
+    );
     assert!(matches!(
         node.wait("../../admin", Duration::from_secs(1)).await,
         Err(NodeError::InvalidArgument(_))
