@@ -244,6 +244,7 @@ async fn rotation_and_retirement() {
         assert!(svc.verify(&old_token).await.is_ok(), "{backend}");
         assert_eq!(kids(&svc.jwks().await), sorted(&[&old_kid, &new_kid]));
         // ... then is neither accepted nor published.
+        // Why a sleep: the lifetime runs on the wall clock; once past, the answers below are fixed.
         tokio::time::sleep(ttl + Duration::from_millis(200)).await;
         assert!(matches!(
             svc.verify(&old_token).await,
