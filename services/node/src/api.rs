@@ -1,12 +1,13 @@
 //! The node's client API (axum): submit transactions, read their fate, blocks, anchors with
-//! their proof bundle, status, health, metrics and the OpenAPI document. Every error is RFC 9457
-//! `application/problem+json`.
+//! their proof bundle, status, health, metrics and the OpenAPI document. Every error is an RFC 9457
+//! [`Problem`] (`application/problem+json`).
 
-use crate::chain::{ChainShared, StateAt, TxLocation, lock};
+use crate::chain::{ChainShared, TxLocation, lock};
 use crate::mempool::{Admitted, Rejected};
+use crate::problem::{Problem, internal, read_state};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -16,56 +17,6 @@ use std::sync::atomic::Ordering;
 use trellis_types::wire::{self, NetMessage};
 use trellis_types::{Digest, TxError};
 use utoipa::{OpenApi, ToSchema};
-
-/// An RFC 9457 problem.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Problem {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
-    pub status: u16,
-    pub detail: String,
-    /// The request field at fault, when there is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_after_s: Option<u32>,
-}
-
-impl Problem {
-    pub fn new(status: StatusCode, kind: &str, detail: impl Into<String>) -> Problem {
-        Problem {
-            kind: format!("https://trellis.dev/problems/{kind}"),
-            title: status.canonical_reason().unwrap_or("error").to_string(),
-            status: status.as_u16(),
-            detail: detail.into(),
-            field: None,
-            retry_after_s: None,
-        }
-    }
-    pub fn field(mut self, f: &str) -> Problem {
-        self.field = Some(f.to_string());
-        self
-    }
-}
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let retry = self.retry_after_s;
-        let body = serde_json::to_vec(&self).unwrap_or_default();
-        let mut resp = (status, body).into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        if let Some(s) = retry {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(s));
-        }
-        resp
-    }
-}
 
 fn rejection_problem(r: &Rejected, field: &str) -> Problem {
     let (status, kind) = match r {
@@ -345,15 +296,6 @@ fn parse_digest(s: &str, field: &str) -> Result<Digest, Problem> {
         })
 }
 
-fn internal(e: impl std::fmt::Display) -> Problem {
-    tracing::error!(error = %e, "internal error");
-    Problem::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "internal error",
-    )
-}
-
 #[derive(Serialize, ToSchema)]
 pub struct TxStatus {
     pub hash: String,
@@ -524,43 +466,6 @@ async fn anchor(State(st): St, Path(digest): Path<String>) -> Result<Response, P
         .await
         .map_err(internal)??;
     Ok(Json(bundle.to_json()).into_response())
-}
-
-pub(crate) fn not_yet_provable() -> Problem {
-    let mut p = Problem::new(
-        StatusCode::CONFLICT,
-        "not-yet-provable",
-        "the anchor is committed but no certified state root covers it yet; retry shortly",
-    )
-    .field("digest");
-    p.retry_after_s = Some(1);
-    p
-}
-
-pub(crate) fn no_anchor() -> Problem {
-    Problem::new(
-        StatusCode::NOT_FOUND,
-        "unknown-anchor",
-        "no anchor with this digest",
-    )
-    .field("digest")
-}
-
-pub(crate) fn proof_internal(e: impl std::fmt::Display) -> Problem {
-    internal(e)
-}
-
-/// Runs `read` over the state of the latest executed block, and gives its answer with that
-/// block's height. A read the store failed makes it a 500: never an answer of "absent".
-pub(crate) fn read_state<T>(
-    chain: &ChainShared,
-    read: impl FnOnce(&StateAt<'_>) -> T,
-) -> Result<(T, u64), Problem> {
-    let state = chain.state();
-    let out = read(&state);
-    let height = state.version;
-    state.finish().map_err(internal)?;
-    Ok((out, height))
 }
 
 #[derive(Serialize, ToSchema)]

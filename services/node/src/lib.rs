@@ -3,8 +3,9 @@
 //! The IO around the consensus core: peer-to-peer transport over mutual TLS ([`net`], with the
 //! consortium PKI in [`pki`]), the transaction pool ([`mempool`]), the durable store on fjall
 //! ([`store`]) with the Jellyfish Merkle state tree ([`state_tree`]), the driver that runs a
-//! chain's replica and application ([`chain`]), the client API ([`api`]) with proof bundles
-//! ([`proofs`]) and registry reads ([`registry`]), and the assembly of a node from its configuration ([`node`]).
+//! chain's replica and application ([`chain`]), the client API ([`api`]) with its errors
+//! ([`problem`]), proof bundles ([`proofs`]) and registry reads ([`registry`]), and the assembly
+//! of a node from its configuration ([`node`]).
 
 #![forbid(unsafe_code)]
 
@@ -15,6 +16,7 @@ pub mod net;
 pub mod node;
 pub mod payload;
 pub mod pki;
+pub mod problem;
 pub mod proofs;
 pub mod registry;
 pub mod state_tree;

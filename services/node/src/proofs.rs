@@ -2,8 +2,8 @@
 //! the latest committed header commits to, that header's certificate, and the epoch-change
 //! proofs from genesis. `trellis verify` checks them offline.
 
-use crate::api::{Problem, no_anchor, not_yet_provable, proof_internal};
 use crate::chain::ChainShared;
+use crate::problem::{Problem, internal, no_anchor, not_yet_provable};
 use crate::state_tree::{StateTree, StateTreeError};
 use crate::store::NodeStore;
 use prost::Message as _;
@@ -26,7 +26,7 @@ pub fn anchor_bundle(chain: &ChainShared, digest: &Digest) -> Result<AnchorBundl
         certified_head(&chain.store, executed)?.ok_or_else(not_yet_provable)?;
     let version = head.header.state.height;
     // Committed after the state the head commits to, or not at all.
-    let unproven = || match tree.get(executed, &key).map_err(proof_internal)? {
+    let unproven = || match tree.get(executed, &key).map_err(internal)? {
         Some(_) => Err(not_yet_provable()),
         None => Err(no_anchor()),
     };
@@ -36,16 +36,16 @@ pub fn anchor_bundle(chain: &ChainShared, digest: &Digest) -> Result<AnchorBundl
         // versions from the tree's last flush on are, until the chain commits a newer head. (A
         // clean shutdown flushes up to that state.)
         Err(StateTreeError::NoSuchVersion(_)) => return unproven(),
-        Err(e) => return Err(proof_internal(e)),
+        Err(e) => return Err(internal(e)),
     };
     let Some(value) = value else {
         return unproven();
     };
-    let record = pb::AnchorRecord::decode(value.as_slice()).map_err(proof_internal)?;
+    let record = pb::AnchorRecord::decode(value.as_slice()).map_err(internal)?;
     let mut epoch_changes = Vec::new();
-    for (epoch, bytes) in chain.store.epoch_changes().map_err(proof_internal)? {
+    for (epoch, bytes) in chain.store.epoch_changes().map_err(internal)? {
         if epoch < head.epoch() {
-            epoch_changes.push(wire::decode_epoch_change(&bytes).map_err(proof_internal)?);
+            epoch_changes.push(wire::decode_epoch_change(&bytes).map_err(internal)?);
         }
     }
     Ok(AnchorBundle {
@@ -79,23 +79,23 @@ fn certified_head(
 ) -> Result<Option<(Block, Vec<BlockHeader>, QuorumCert)>, Problem> {
     let lowest = height.saturating_sub(256).max(1);
     for h in (lowest..=height).rev() {
-        let Some(bytes) = store.block(h).map_err(proof_internal)? else {
+        let Some(bytes) = store.block(h).map_err(internal)? else {
             continue;
         };
-        let block = wire::decode_block(&bytes).map_err(proof_internal)?;
+        let block = wire::decode_block(&bytes).map_err(internal)?;
         if block.ends_epoch() {
-            if let Some(bytes) = store.epoch_change(block.epoch()).map_err(proof_internal)? {
-                let proof = wire::decode_epoch_change(&bytes).map_err(proof_internal)?;
+            if let Some(bytes) = store.epoch_change(block.epoch()).map_err(internal)? {
+                let proof = wire::decode_epoch_change(&bytes).map_err(internal)?;
                 let mut headers = vec![block.header.clone()];
                 headers.extend(proof.suffix.iter().cloned());
                 return Ok(Some((block, headers, proof.commit_qc)));
             }
             continue;
         }
-        let Some(cert) = store.cert(h).map_err(proof_internal)? else {
+        let Some(cert) = store.cert(h).map_err(internal)? else {
             continue;
         };
-        let cert = wire::decode_qc(&cert).map_err(proof_internal)?;
+        let cert = wire::decode_qc(&cert).map_err(internal)?;
         if cert.vote_data.commits() == Some(block.id()) {
             let headers = vec![block.header.clone()];
             return Ok(Some((block, headers, cert)));

@@ -3,8 +3,8 @@
 //! consortium CA) read the chain through these, never through the store. Everything served
 //! here is already public beacon state: org ids, keys, hashes and salted commitments.
 
-use crate::api::{Problem, read_state};
 use crate::chain::ChainShared;
+use crate::problem::{Problem, read_state};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
