@@ -13,6 +13,7 @@
 //! checks the root against its own execution of that height, waiting for it if it has not
 //! executed that far yet.
 
+use crate::certified::certified_state_height;
 use crate::mempool::{Accounts, Admitted, Mempool, MempoolConfig, Rejected};
 use crate::net::{Inbound, Network};
 use crate::payload;
@@ -613,10 +614,10 @@ impl Driver {
             }
         }
         // The replay's flushes stay at or below the state proofs are made against.
-        match crate::proofs::certified_state_height(&store, committed.height) {
+        match certified_state_height(&store, committed.height) {
             Ok(Some(proven)) => store.set_tree_flush_limit(proven),
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e.detail, "no certified head to keep flushes under"),
+            Err(e) => tracing::warn!(error = %e, "no certified head to keep flushes under"),
         }
         replay_tree(&genesis.chain_id, &store, &genesis_writes)?;
         let executed = committed.height;
@@ -680,14 +681,11 @@ impl Driver {
                     None | Some(DriverEvent::Shutdown) => {
                         // Up to the state the certified head commits to, which proofs right
                         // after the restart use; the start replays the few blocks above it.
-                        let proven = crate::proofs::certified_state_height(
-                            &self.shared.store,
-                            self.executed,
-                        );
+                        let proven = certified_state_height(&self.shared.store, self.executed);
                         let up_to = match proven {
                             Ok(proven) => proven.unwrap_or(self.executed),
                             Err(e) => {
-                                tracing::warn!(error = %e.detail, "no certified head to flush up to");
+                                tracing::warn!(error = %e, "no certified head to flush up to");
                                 self.executed
                             }
                         };

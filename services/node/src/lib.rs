@@ -4,12 +4,13 @@
 //! consortium PKI in [`pki`]), the transaction pool ([`mempool`]), the durable store on fjall
 //! ([`store`]) with the Jellyfish Merkle state tree ([`state_tree`]), the driver that runs a
 //! chain's replica and application ([`chain`]), the client API ([`api`]) with its errors
-//! ([`problem`]), proof bundles ([`proofs`]) and registry reads ([`registry`]), and the assembly
-//! of a node from its configuration ([`node`]).
+//! ([`problem`]), proof bundles ([`proofs`], against the certified head found in `certified`) and
+//! registry reads ([`registry`]), and the assembly of a node from its configuration ([`node`]).
 
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod certified;
 pub mod chain;
 pub mod mempool;
 pub mod net;

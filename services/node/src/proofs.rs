@@ -2,13 +2,12 @@
 //! the latest committed header commits to, that header's certificate, and the epoch-change
 //! proofs from genesis. `trellis verify` checks them offline.
 
+use crate::certified::certified_head;
 use crate::chain::ChainShared;
 use crate::problem::{Problem, internal, no_anchor, not_yet_provable};
 use crate::state_tree::{StateTree, StateTreeError};
-use crate::store::NodeStore;
 use prost::Message as _;
 use std::sync::atomic::Ordering;
-use trellis_consensus::{Block, BlockHeader, QuorumCert};
 use trellis_ledger::state::StateKey;
 use trellis_types::Digest;
 use trellis_types::bundle::AnchorBundle;
@@ -22,8 +21,9 @@ pub fn anchor_bundle(chain: &ChainShared, digest: &Digest) -> Result<AnchorBundl
     if executed == 0 {
         return Err(no_anchor());
     }
-    let (head, headers, commit_qc) =
-        certified_head(&chain.store, executed)?.ok_or_else(not_yet_provable)?;
+    let (head, headers, commit_qc) = certified_head(&chain.store, executed)
+        .map_err(internal)?
+        .ok_or_else(not_yet_provable)?;
     let version = head.header.state.height;
     // Committed after the state the head commits to, or not at all.
     let unproven = || match tree.get(executed, &key).map_err(internal)? {
@@ -58,48 +58,4 @@ pub fn anchor_bundle(chain: &ChainShared, digest: &Digest) -> Result<AnchorBundl
         commit_qc,
         epoch_changes,
     })
-}
-
-/// The state version that [`anchor_bundle`] proves against while `height` is the latest
-/// executed one; `None` when no certified head is found.
-pub(crate) fn certified_state_height(
-    store: &NodeStore,
-    height: u64,
-) -> Result<Option<u64>, Problem> {
-    Ok(certified_head(store, height)?.map(|(head, _, _)| head.header.state.height))
-}
-
-/// The highest committed block at or below `height` with a certificate that proves it: one
-/// that commits exactly it, or, for the block that ended an epoch, the epoch proof's suffix and
-/// certificate. (A block committed as an ancestor in a batch carries the batch's certificate,
-/// which commits a descendant.)
-fn certified_head(
-    store: &NodeStore,
-    height: u64,
-) -> Result<Option<(Block, Vec<BlockHeader>, QuorumCert)>, Problem> {
-    let lowest = height.saturating_sub(256).max(1);
-    for h in (lowest..=height).rev() {
-        let Some(bytes) = store.block(h).map_err(internal)? else {
-            continue;
-        };
-        let block = wire::decode_block(&bytes).map_err(internal)?;
-        if block.ends_epoch() {
-            if let Some(bytes) = store.epoch_change(block.epoch()).map_err(internal)? {
-                let proof = wire::decode_epoch_change(&bytes).map_err(internal)?;
-                let mut headers = vec![block.header.clone()];
-                headers.extend(proof.suffix.iter().cloned());
-                return Ok(Some((block, headers, proof.commit_qc)));
-            }
-            continue;
-        }
-        let Some(cert) = store.cert(h).map_err(internal)? else {
-            continue;
-        };
-        let cert = wire::decode_qc(&cert).map_err(internal)?;
-        if cert.vote_data.commits() == Some(block.id()) {
-            let headers = vec![block.header.clone()];
-            return Ok(Some((block, headers, cert)));
-        }
-    }
-    Ok(None)
 }
