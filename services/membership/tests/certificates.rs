@@ -428,6 +428,17 @@ async fn a_revocation_lost_by_the_node_is_resubmitted_byte_for_byte_after_restar
     }
 }
 
+/// A DNS resolver that resolves nothing (the node is addressed by IP) and is only there to
+/// be owned by one HTTP client: once it is dropped, so is the client that held it.
+struct ClientTracer;
+
+impl reqwest::dns::Resolve for ClientTracer {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let name = name.as_str().to_string();
+        Box::pin(async move { Err(format!("the test resolves no names ({name})").into()) })
+    }
+}
+
 #[tokio::test]
 async fn the_manager_task_runs_on_its_own_and_stops_with_the_service() {
     let ca = ca_files(2034);
@@ -435,8 +446,22 @@ async fn the_manager_task_runs_on_its_own_and_stops_with_the_service() {
         let (stub, node) = stub_node(ChainState::consortium()).await;
         let mut cfg = config(&ca);
         cfg.poll_interval = std::time::Duration::from_millis(100);
-        let svc = start(&db, &node, cfg).await;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        // The service's node client, and with it the service's state, can be seen to go.
+        let tracer = std::sync::Arc::new(ClientTracer);
+        let client_alive = std::sync::Arc::downgrade(&tracer);
+        let http = reqwest::Client::builder()
+            .dns_resolver(tracer)
+            .build()
+            .expect("http client");
+        let svc = trellis_membership::MembershipService::start(
+            db.clone(),
+            tokens(&db).await,
+            trellis_servicekit::NodeClient::with_client(http, node.clone()),
+            cfg,
+        )
+        .await
+        .expect("service starts");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while count(&db, "SELECT COUNT(*) FROM ca_certificates").await < 2 {
             assert!(
                 std::time::Instant::now() < deadline,
@@ -444,16 +469,33 @@ async fn the_manager_task_runs_on_its_own_and_stops_with_the_service() {
             );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        assert!(client_alive.upgrade().is_some(), "{backend}");
         drop(svc);
-        // Once the service is gone the task stops: a new member gets no certificate.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // Once the service is gone the task stops. The task holds the service only while a
+        // pass runs; when nothing holds it any more its state, the node client included, is
+        // dropped, and no pass can ever start again.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while client_alive.upgrade().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{backend}: the manager task kept the dropped service alive"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // So a new member gets no certificate, though a pass would issue it one.
         stub.with(|s| s.set_member_status("org-c", true));
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         assert_eq!(
             count(&db, "SELECT COUNT(*) FROM ca_certificates").await,
             2,
             "{backend}"
         );
+        let pass = start(&db, &node, config(&ca))
+            .await
+            .reconcile_certificates(now_ms())
+            .await
+            .expect("pass");
+        assert_eq!(pass.issued.len(), 1, "{backend}: {pass:?}");
+        assert_eq!(pass.issued[0].org, "org-c", "{backend}");
     }
 }
 
