@@ -16,9 +16,10 @@
 //!
 //! [`StateTree::prepare`] computes a block's new root and the tree nodes to write
 //! ([`TreeUpdateBatch`]) without writing anything: the node's block commit writes that batch
-//! together with the block in one atomic store batch (`crate::store::NodeStore::commit`), then
-//! calls [`StateTree::committed`]. The tree reads its nodes through any [`TreeReader`]: the
-//! durable `crate::store::NodeStore`, or the [`MemoryTreeStore`] here (tests, tools), whose
+//! together with the block in one atomic store batch (the node store's `commit`), then calls
+//! [`StateTree::committed`]. The tree reads its nodes through any [`TreeReader`] that keeps its
+//! reads consistent ([`ConsistentReads`]): the node's durable store (`NodeStore`, which depends on
+//! this module, not this module on it), or the [`MemoryTreeStore`] here (tests, tools), whose
 //! [`StateTree::apply`] does prepare + write + committed in one call.
 
 use jmt::storage::{
