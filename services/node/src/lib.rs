@@ -1,7 +1,7 @@
 //! # trellis-node
 //!
 //! The IO around the consensus core: peer-to-peer transport over mutual TLS ([`net`], with the
-//! consortium PKI in [`pki`]), the transaction pool ([`mempool`]), the durable store on fjall
+//! certificate hierarchy of [`trellis_pki`]), the transaction pool ([`mempool`]), the durable store on fjall
 //! ([`store`]) with the Jellyfish Merkle state tree ([`state_tree`]), the driver that runs a
 //! chain's replica and application ([`chain`]), the client API ([`api`]) with proof bundles
 //! ([`proofs`]) and registry reads ([`registry`]), and the assembly of a node from its configuration ([`node`]).
@@ -14,6 +14,7 @@ pub mod mempool;
 pub mod net;
 pub mod node;
 pub mod payload;
+// Superseded by trellis-pki; kept until `trellis devnet init` moves onto the hierarchy.
 pub mod pki;
 pub mod proofs;
 pub mod registry;
