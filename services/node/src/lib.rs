@@ -14,8 +14,6 @@ pub mod mempool;
 pub mod net;
 pub mod node;
 pub mod payload;
-// Superseded by trellis-pki; kept until `trellis devnet init` moves onto the hierarchy.
-pub mod pki;
 pub mod proofs;
 pub mod registry;
 pub mod state_tree;

@@ -80,6 +80,12 @@ impl KeyFile {
     }
 
     pub fn signer(&self) -> Result<Signer, NodeError> {
+        Ok(Signer::from_seed(self.seed()?))
+    }
+
+    /// The 32-byte ed25519 seed, checked against `public_key` (an org signs certificates and
+    /// CRLs with it as its org key).
+    pub fn seed(&self) -> Result<[u8; 32], NodeError> {
         let bad = || {
             NodeError::Config(format!(
                 "key `{}`: secret_seed is not 32 bytes of hex",
@@ -97,7 +103,7 @@ impl KeyFile {
                 self.name
             )));
         }
-        Ok(signer)
+        Ok(seed)
     }
 }
 
