@@ -109,9 +109,12 @@ impl KeyFile {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TlsPaths {
+    /// The consortium root certificate: the one trust anchor.
     pub ca: PathBuf,
+    /// This node's chain: node certificate, its org's certificate, the issuing CA's.
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// CRL files (each may hold several CRLs, one per issuer), reloaded when they change.
     #[serde(default)]
     pub crls: Vec<PathBuf>,
 }

@@ -123,13 +123,6 @@ impl IssuingCa {
         self.core.issuer.key().serialize_pem()
     }
 
-    /// The raw DER of this CA's subject name (what its CRLs and certificates name as issuer).
-    pub fn subject_raw(&self) -> Vec<u8> {
-        parse(&self.core.cert_der)
-            .map(|c| c.subject().as_raw().to_vec())
-            .unwrap_or_default()
-    }
-
     /// Issues the org certificate of `org` for its raw ed25519 `org_public_key`, valid from
     /// `not_before_ms` for `validity_ms` (both cut to whole seconds, as X.509 counts time).
     /// The certificate carries CN = O = `org`, the URI SAN `trellis:org:<org>`, basic

@@ -17,7 +17,7 @@ use rustls_pki_types::PrivatePkcs8KeyDer;
 use trellis_consensus::PublicKey;
 
 use crate::PkiError;
-use crate::cacert::{CaCore, parse, set_validity};
+use crate::cacert::{CaCore, set_validity};
 use crate::crl::RevokedEntry;
 use crate::identity::validator_uri;
 use crate::serial::Serial;
@@ -194,13 +194,5 @@ impl OrgCa {
     /// The org certificate's expiry, unix milliseconds.
     pub fn not_after_ms(&self) -> i64 {
         self.core.not_after_ms
-    }
-
-    /// The raw DER of the org's subject name (the issuer its nodes' certificates and its
-    /// CRLs name).
-    pub fn subject_raw(&self) -> Vec<u8> {
-        parse(&self.core.cert_der)
-            .map(|c| c.subject().as_raw().to_vec())
-            .unwrap_or_default()
     }
 }
