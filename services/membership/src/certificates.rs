@@ -32,6 +32,7 @@ pub(crate) fn router() -> Router<MembershipService> {
         .route("/v1/ca/revocations", post(revoke))
         .route("/v1/ca/crl", get(crl_pem))
         .route("/v1/ca/ca.pem", get(ca_pem))
+        .route("/v1/ca/chain.pem", get(chain_pem))
         .route("/v1/ca/metrics", get(metrics))
 }
 
@@ -364,7 +365,7 @@ async fn served_crl(svc: &MembershipService) -> ApiResult<Arc<str>> {
         .map_err(chain::node_problem)?;
     let now = now_ms();
     let first_seen = store::mirror_revocations(&inner.db, &list, now).await?;
-    let pem = crl::build(&inner.config.ca, &list, &first_seen, now).map_err(Problem::internal)?;
+    let pem = crl::build(&inner.config, &list, &first_seen, now).map_err(Problem::internal)?;
     let mut state = CrlState {
         fingerprint: crl::fingerprint(&list),
         crl_number: list.height,
@@ -386,11 +387,21 @@ async fn served_crl(svc: &MembershipService) -> ApiResult<Arc<str>> {
     Ok(pem)
 }
 
-/// The consortium CA certificate (the trust anchor of org and node certificates). Public.
+/// The consortium root certificate: the trust anchor of org and node certificates (the
+/// issuing CA's certificate when the service was given its CA without the root). Public.
 #[utoipa::path(get, path = "/v1/ca/ca.pem", tag = "ca",
     responses((status = 200, content_type = "application/x-pem-file", body = String)))]
 pub(crate) async fn ca_pem(State(svc): State<MembershipService>) -> Response {
-    pem_response(svc.inner.config.ca.cert_pem().to_string())
+    let ca = &svc.inner.config.ca;
+    pem_response(ca.root_pem().unwrap_or_else(|| ca.cert_pem().to_string()))
+}
+
+/// The current issuing CA's certificate followed by the root: what an org appends to its own
+/// certificate to build its nodes' chains. Public.
+#[utoipa::path(get, path = "/v1/ca/chain.pem", tag = "ca",
+    responses((status = 200, content_type = "application/x-pem-file", body = String)))]
+pub(crate) async fn chain_pem(State(svc): State<MembershipService>) -> Response {
+    pem_response(svc.inner.config.ca.chain_pem())
 }
 
 fn pem_response(pem: String) -> Response {

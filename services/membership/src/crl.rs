@@ -1,6 +1,13 @@
 //! The CRL built from the beacon's revocation list, the copy `GET /v1/ca/crl` serves, and the
 //! CRL file nodes watch.
 //!
+//! webpki takes a certificate's status only from a CRL of its own issuer, so "the CRL" is one
+//! CRL per issuer this service signs for, in one PEM file: the current issuing CA (org
+//! certificates; first, so a reader that takes one CRL takes it), the previous issuing CAs
+//! still in service after a rotation, and the orgs that delegated their node CRL. Each lists
+//! the whole revocation list: serials are unique across the consortium, and a serial its
+//! signer never issued is simply never matched.
+//!
 //! The beacon records a revocation's height, not its time; a CRL entry is dated when this
 //! service first saw it on the beacon (the `ca_revocations` mirror), never later than the
 //! CRL's own `thisUpdate`. The CRL number is the beacon height the list was read at, which
@@ -12,7 +19,8 @@
 //! another process's manager is served too) and builds one itself only while none was ever
 //! recorded.
 
-use crate::ca::{CaError, ConsortiumCa, RevocationReason, RevokedEntry};
+use crate::MembershipConfig;
+use crate::ca::{PkiError, RevocationReason, RevokedEntry};
 use crate::chain::RevocationListView;
 use crate::store::CrlState;
 use sha2::{Digest, Sha256};
@@ -58,31 +66,13 @@ impl CachedCrl {
 
 /// The RFC 5280 CRLReason code of a reason.
 pub(crate) fn reason_code(reason: RevocationReason) -> u32 {
-    match reason {
-        RevocationReason::Unspecified => 0,
-        RevocationReason::KeyCompromise => 1,
-        RevocationReason::CaCompromise => 2,
-        RevocationReason::AffiliationChanged => 3,
-        RevocationReason::Superseded => 4,
-        RevocationReason::CessationOfOperation => 5,
-        RevocationReason::CertificateHold => 6,
-        RevocationReason::PrivilegeWithdrawn => 9,
-    }
+    reason.code()
 }
 
 /// The reason a beacon code stands for in a CRL. `removeFromCRL` (8) means nothing in a full
 /// CRL and `aACompromise` (10) does not apply to this CA: both are listed as unspecified.
 pub(crate) fn reason_of(code: u32) -> RevocationReason {
-    match code {
-        1 => RevocationReason::KeyCompromise,
-        2 => RevocationReason::CaCompromise,
-        3 => RevocationReason::AffiliationChanged,
-        4 => RevocationReason::Superseded,
-        5 => RevocationReason::CessationOfOperation,
-        6 => RevocationReason::CertificateHold,
-        9 => RevocationReason::PrivilegeWithdrawn,
-        _ => RevocationReason::Unspecified,
-    }
+    RevocationReason::of_code(code)
 }
 
 /// Whether a beacon serial fits an X.509 serial (the beacon allows 20 bytes with the top bit
@@ -109,14 +99,15 @@ pub(crate) fn fingerprint(list: &RevocationListView) -> String {
     hex::encode(h.finalize())
 }
 
-/// The CRL PEM for `list`, this update `now_ms`, next update a day later. `first_seen` dates
-/// the entries (serial → ms); an entry missing from it is dated `now_ms`.
+/// The CRL PEM for `list` — one CRL per issuer the service signs for (see the module
+/// documentation) — this update `now_ms`, next update a day later. `first_seen` dates the
+/// entries (serial → ms); an entry missing from it is dated `now_ms`.
 pub(crate) fn build(
-    ca: &ConsortiumCa,
+    config: &MembershipConfig,
     list: &RevocationListView,
     first_seen: &HashMap<String, i64>,
     now_ms: i64,
-) -> Result<String, CaError> {
+) -> Result<String, PkiError> {
     let mut entries = Vec::with_capacity(list.revocations.len());
     for r in &list.revocations {
         let serial = r.serial.to_ascii_lowercase();
@@ -131,7 +122,15 @@ pub(crate) fn build(
             reason: reason_of(r.reason),
         });
     }
-    ca.crl_pem(&entries, list.height, now_ms, now_ms + CRL_VALIDITY_MS)
+    let next = now_ms + CRL_VALIDITY_MS;
+    let mut crls = vec![config.ca.crl_pem(&entries, list.height, now_ms, next)?];
+    for ca in &config.previous_cas {
+        crls.push(ca.crl_pem(&entries, list.height, now_ms, next)?);
+    }
+    for org in &config.delegated_orgs {
+        crls.push(org.crl_pem(&entries, list.height, now_ms, next)?);
+    }
+    Ok(trellis_pki::chain_pem(&crls))
 }
 
 /// Replaces `path` with `contents` atomically: a reader sees the old file or the new one,

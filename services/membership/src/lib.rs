@@ -3,11 +3,14 @@
 //! - Governance: relays member-signed proposals and votes to the beacon and reads proposals
 //!   and members back; the beacon application enforces the rules (who votes, thresholds,
 //!   expiry), this service checks the caller and the transaction's shape and sender.
-//! - The consortium CA ([`ca`]): a certificate manager
+//! - The consortium's issuing CA ([`ca`], from [`trellis_pki`]): a certificate manager
 //!   ([`MembershipService::reconcile_certificates`], run every poll interval) issues and renews
 //!   every active member's org certificate, revokes removed members' certificates on the
 //!   beacon, mirrors the beacon's revocation list, and rebuilds the CRL when that list
-//!   changes: the copy `GET /v1/ca/crl` serves and the CRL file nodes watch.
+//!   changes: the copy `GET /v1/ca/crl` serves and the CRL file nodes watch (one CRL per
+//!   issuer it signs for: the issuing CA, earlier issuing CAs still in service, and orgs that
+//!   delegated their node CRL). Removing a member revokes its org certificate, which cuts
+//!   every node certificate the org issued.
 //!
 //! Tables (migration `0003_membership.sql`): `ca_certificates`, `ca_revocations` (mirror of
 //! the beacon's list), `ca_revocation_submissions` (revocations the CA operator key signed),
@@ -23,7 +26,7 @@
 //! | `GET /v1/members` | any role |
 //! | `GET /v1/ca/certificates[?org=&limit=]`, `GET /v1/ca/certificates/{serial}` | operator: all; enterprise roles: own org; regulator, bank: metadata |
 //! | `POST /v1/ca/revocations` `{serial, reason}` | `operator` |
-//! | `GET /v1/ca/crl`, `GET /v1/ca/ca.pem`, `GET /v1/ca/metrics` | public |
+//! | `GET /v1/ca/crl`, `GET /v1/ca/ca.pem` (the root), `GET /v1/ca/chain.pem` (issuing CA + root), `GET /v1/ca/metrics` | public |
 //!
 //! Errors are RFC 9457 problems naming the field at fault; internal errors are logged and
 //! answered as a bare 500; an unreachable node is a 503 and a transaction not decided within
@@ -60,7 +63,19 @@ use utoipa::OpenApi;
 pub struct MembershipConfig {
     /// The beacon's chain id: relayed transactions must be for it.
     pub chain_id: String,
-    pub ca: ca::ConsortiumCa,
+    /// The current issuing CA: issues org certificates, signs the first CRL.
+    pub ca: ca::IssuingCa,
+    /// Issuing CAs replaced by a rotation whose certificates are still in service: this
+    /// service keeps signing their CRLs (the same list), so what they issued stays revocable.
+    pub previous_cas: Vec<ca::IssuingCa>,
+    /// Org certificates issued outside this service by one of its issuing CAs (by `trellis
+    /// devnet init`, for the genesis members): recorded at start as if issued here, so the
+    /// manager renews them and revokes them when their member is removed (which cuts the
+    /// nodes chained through them).
+    pub org_certificates: Vec<String>,
+    /// Orgs that delegated their node CRL to this service: it signs the revocation list with
+    /// their org key too, so a node certificate they issued is revoked by its serial.
+    pub delegated_orgs: Vec<ca::OrgCa>,
     /// An operator account key: signs certificate revocations on the beacon.
     pub ca_operator: trellis_types::Signer,
     pub policy: ca::RenewalPolicy,
@@ -75,16 +90,20 @@ pub struct MembershipConfig {
 
 impl MembershipConfig {
     /// The defaults around the three things nobody can default: the default renewal policy
-    /// (90 days, renewed 30 and alerted 14 days before expiry), no CRL file, a 2 s poll
-    /// interval and a 20 s chain wait.
+    /// (90 days, renewed 30 and alerted 14 days before expiry), no CRL file, no previous
+    /// issuing CA, org certificate to adopt or delegated org, a 2 s poll interval and a 20 s
+    /// chain wait.
     pub fn new(
         chain_id: impl Into<String>,
-        ca: ca::ConsortiumCa,
+        ca: ca::IssuingCa,
         ca_operator: trellis_types::Signer,
     ) -> MembershipConfig {
         MembershipConfig {
             chain_id: chain_id.into(),
             ca,
+            previous_cas: Vec::new(),
+            org_certificates: Vec::new(),
+            delegated_orgs: Vec::new(),
             ca_operator,
             policy: ca::RenewalPolicy::default(),
             crl_path: None,
@@ -199,6 +218,7 @@ impl MembershipService {
                 crl_cache: tokio::sync::Mutex::new(None),
             }),
         };
+        svc.adopt_org_certificates(now_ms()).await?;
         if !poll.is_zero() {
             tokio::spawn(run_manager(Arc::downgrade(&svc.inner), poll));
         }
@@ -279,6 +299,7 @@ async fn run_manager(service: Weak<Inner>, poll: Duration) {
         certificates::revoke,
         certificates::crl_pem,
         certificates::ca_pem,
+        certificates::chain_pem,
         certificates::metrics,
     ),
     components(schemas(

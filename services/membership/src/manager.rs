@@ -297,6 +297,31 @@ impl MembershipService {
         Ok(())
     }
 
+    /// Records the org certificates issued outside this service
+    /// ([`crate::MembershipConfig::org_certificates`]). Refuses one that none of its issuing
+    /// CAs issued: a certificate it cannot revoke must not look managed.
+    pub(crate) async fn adopt_org_certificates(&self, now_ms: i64) -> anyhow::Result<()> {
+        let config = &self.inner.config;
+        for pem in &config.org_certificates {
+            let info = std::iter::once(&config.ca)
+                .chain(&config.previous_cas)
+                .find_map(|ca| ca.read_org_certificate(pem).ok())
+                .context("an org certificate to adopt was not issued by one of this service's issuing CAs")?;
+            let adopted = store::adopt_certificate(
+                &self.inner.db,
+                &info.org,
+                &hex::encode(info.public_key),
+                &info.issued,
+                now_ms,
+            )
+            .await?;
+            if adopted {
+                tracing::info!(org = %info.org, serial = %info.issued.serial_hex, "org certificate adopted");
+            }
+        }
+        Ok(())
+    }
+
     /// One pass of the certificate manager at `now_ms` (see the module documentation). The
     /// background task calls it every poll interval with the clock; tests drive `now_ms`.
     /// Fails only when the node or the database cannot be read; per-org problems (a
@@ -538,7 +563,7 @@ impl MembershipService {
         let mut state = match last {
             Some(state) => state,
             None => CrlState {
-                pem: crl::build(&inner.config.ca, list, first_seen, now_ms)
+                pem: crl::build(&inner.config, list, first_seen, now_ms)
                     .context("building the CRL")?,
                 fingerprint,
                 crl_number: list.height,

@@ -191,6 +191,65 @@ pub(crate) async fn record_issued(
     }
 }
 
+/// Records an org certificate issued outside this service (see
+/// [`crate::MembershipConfig::org_certificates`]) unless its serial is known already: as the
+/// org's current certificate when it has none, else as `superseded` (still revoked when the
+/// member is removed). Returns whether it was recorded.
+pub(crate) async fn adopt_certificate(
+    db: &Db,
+    org: &str,
+    public_key_hex: &str,
+    issued: &IssuedCertificate,
+    now_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    for _ in 0..2 {
+        let mut tx = db.begin_write().await?;
+        let known = sqlx::query("SELECT COUNT(*) FROM ca_certificates WHERE serial_hex = $1")
+            .bind(&issued.serial_hex)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get::<i64, _>(0)?;
+        if known > 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let active = sqlx::query(
+            "SELECT COUNT(*) FROM ca_certificates WHERE org = $1 AND status = 'active'",
+        )
+        .bind(org)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get::<i64, _>(0)?;
+        let status = if active > 0 { "superseded" } else { "active" };
+        let inserted = sqlx::query(
+            "INSERT INTO ca_certificates (serial_hex, org, public_key_hex, pem, sha256_hex, \
+             not_before_ms, not_after_ms, issued_ms, status) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&issued.serial_hex)
+        .bind(org)
+        .bind(public_key_hex)
+        .bind(&issued.pem)
+        .bind(&issued.sha256_hex)
+        .bind(issued.not_before_ms)
+        .bind(issued.not_after_ms)
+        .bind(now_ms)
+        .bind(status)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {
+                tx.commit().await?;
+                return Ok(true);
+            }
+            // A manager issued the org's current certificate meanwhile: look again.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => tx.rollback().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
 /// Mirrors the beacon's revocation list: records serials not seen before (dated `now_ms`) and
 /// marks the certificates they name revoked. Returns when each listed serial was first seen.
 pub(crate) async fn mirror_revocations(

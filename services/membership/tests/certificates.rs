@@ -714,3 +714,132 @@ async fn the_operators_pending_revocation_is_left_alone_and_signed_again_when_st
         );
     }
 }
+
+/// Every CRL block of a PEM file, in order, as `(issuer DER, serials)`, each signature
+/// checked against the certificate (PEM) expected to have signed it.
+fn crls_signed_by(pem: &str, signers: &[&str]) -> Vec<HashSet<String>> {
+    let blocks: Vec<_> = x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
+        .map(|b| b.expect("PEM block").contents)
+        .collect();
+    assert_eq!(blocks.len(), signers.len(), "one CRL per issuer");
+    blocks
+        .iter()
+        .zip(signers)
+        .map(|(der, signer)| {
+            let (_, crl) = x509_parser::parse_x509_crl(der).expect("CRL parses");
+            let signer_der = pem_der(signer);
+            let (_, cert) = x509_parser::parse_x509_certificate(&signer_der).expect("signer");
+            crl.verify_signature(cert.public_key())
+                .expect("signed by its issuer");
+            assert_eq!(crl.issuer().as_raw(), cert.subject().as_raw());
+            crl.iter_revoked_certificates()
+                .map(|r| hex::encode(r.raw_serial()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Org certificates issued outside the service (the genesis orgs' by `devnet init`, here by
+/// the issuing CA a rotation replaced) are adopted rather than issued again, and revoked when
+/// their member leaves — which is what cuts the nodes chained through them. The CRL file holds
+/// one CRL per issuer the service signs for: the current issuing CA, the previous one, and the
+/// org that delegated its node CRL, each listing the whole revocation list.
+#[tokio::test]
+async fn adopted_org_certificates_are_managed_and_every_issuer_signs_the_crl() {
+    use trellis_membership::ca::{IssuingCa, OrgCa};
+    let ca = ca_files(2034);
+    let previous = ca_files(2034);
+    let day_ms = 24 * 3600 * 1000;
+    for (backend, db) in test_databases().await {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let crl_path = dir.path().join("crl.pem");
+        let node_serial = "7a01";
+        let mut state = ChainState::consortium();
+        state.revoke(node_serial, 1);
+        let (stub, node) = stub_node(state).await;
+        let old = IssuingCa::from_pem(&previous.0, &previous.1).expect("old CA");
+        let t0 = now_ms();
+        let adopted = old
+            .issue_org_certificate("org-a", org_a().public_key().0, t0 - 1000, 365 * day_ms)
+            .expect("org-a's certificate");
+        let org_a_chain = trellis_pki::chain_pem(&[adopted.pem.clone(), old.chain_pem()]);
+        let delegated = OrgCa::from_seed(&org_a_chain, [1; 32]).expect("org-a");
+        let configured = || {
+            let mut cfg = config(&ca);
+            cfg.crl_path = Some(crl_path.clone());
+            cfg.previous_cas = vec![IssuingCa::from_pem(&previous.0, &previous.1).expect("old CA")];
+            cfg.org_certificates = vec![adopted.pem.clone()];
+            cfg.delegated_orgs = vec![OrgCa::from_seed(&org_a_chain, [1; 32]).expect("org-a")];
+            cfg
+        };
+        let svc = start(&db, &node, configured()).await;
+
+        let first = svc.reconcile_certificates(t0).await.expect("pass");
+        let issued: Vec<_> = first.issued.iter().map(|e| e.org.as_str()).collect();
+        assert_eq!(issued, ["org-b"], "{backend}: org-a's was adopted");
+        let stored: String = sqlx::query_scalar(
+            "SELECT serial_hex FROM ca_certificates WHERE org = 'org-a' AND status = 'active'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .expect("org-a's current certificate");
+        assert_eq!(stored, adopted.serial_hex, "{backend}");
+        let signers = [ca.0.as_str(), previous.0.as_str(), delegated.cert_pem()];
+        let pem = std::fs::read_to_string(&crl_path).expect("CRL file");
+        for listed in crls_signed_by(&pem, &signers) {
+            assert_eq!(
+                listed,
+                HashSet::from([node_serial.to_string()]),
+                "{backend}"
+            );
+        }
+
+        // org-a leaves: the adopted certificate is revoked, on every issuer's CRL.
+        stub.with(|s| s.set_member_status("org-a", false));
+        let removal = svc.reconcile_certificates(t0 + 1000).await.expect("pass");
+        assert_eq!(
+            removal.revocations_confirmed,
+            vec![adopted.serial_hex.clone()],
+            "{backend}: {removal:?}"
+        );
+        let pem = std::fs::read_to_string(&crl_path).expect("CRL file");
+        for listed in crls_signed_by(&pem, &signers) {
+            assert_eq!(
+                listed,
+                HashSet::from([node_serial.to_string(), adopted.serial_hex.clone()]),
+                "{backend}"
+            );
+        }
+
+        // A restart adopts nothing twice.
+        drop(svc);
+        let restarted = start(&db, &node, configured()).await;
+        let after = restarted
+            .reconcile_certificates(t0 + 2000)
+            .await
+            .expect("pass");
+        assert!(after.issued.is_empty(), "{backend}: {after:?}");
+        assert_eq!(
+            count(&db, "SELECT COUNT(*) FROM ca_certificates").await,
+            2,
+            "{backend}"
+        );
+
+        // A certificate none of its issuing CAs signed is refused at start.
+        let stranger = ca_files(2034);
+        let foreign = IssuingCa::from_pem(&stranger.0, &stranger.1)
+            .expect("CA")
+            .issue_org_certificate("org-b", org_b().public_key().0, t0, day_ms)
+            .expect("foreign certificate");
+        let mut cfg = config(&ca);
+        cfg.org_certificates = vec![foreign.pem];
+        let refused = trellis_membership::MembershipService::start(
+            db.clone(),
+            tokens(&db).await,
+            trellis_servicekit::NodeClient::new(&node).expect("node client"),
+            cfg,
+        )
+        .await;
+        assert!(refused.is_err(), "{backend}");
+    }
+}

@@ -1,8 +1,8 @@
 //! # trellis-node
 //!
 //! The IO around the consensus core: peer-to-peer transport over mutual TLS ([`net`], with the
-//! consortium PKI in [`pki`]), the transaction pool ([`mempool`]), the durable store on fjall
-//! ([`store`]) with the Jellyfish Merkle state tree ([`state_tree`]), the driver that runs a
+//! certificate hierarchy of [`trellis_pki`]), the transaction pool ([`mempool`]), the durable
+//! store on fjall ([`store`]) with the Jellyfish Merkle state tree ([`state_tree`]), the driver that runs a
 //! chain's replica and application ([`chain`]), the client API ([`api`]) with its errors
 //! ([`problem`]), proof bundles ([`proofs`], against the certified head found in `certified`) and
 //! registry reads ([`registry`]), and the assembly of a node from its configuration ([`node`]).
@@ -16,7 +16,6 @@ pub mod mempool;
 pub mod net;
 pub mod node;
 pub mod payload;
-pub mod pki;
 pub mod problem;
 pub mod proofs;
 pub mod registry;

@@ -1,9 +1,10 @@
 //! Peer-to-peer transport between consortium validators: TCP + mutual TLS 1.3 (rustls,
 //! aws-lc-rs), carrying length-prefixed opaque frames.
 //!
-//! - **Identity.** Both sides present a certificate from the consortium CA (see
-//!   [`crate::pki`]); after the handshake the peer's validator key is read from its
-//!   certificate and must be a configured peer (and, when dialing, the one we meant to dial).
+//! - **Identity.** Both sides present a node certificate chain (node, org, issuing CA) that
+//!   leads to the consortium root (see [`trellis_pki`]); after the handshake the peer's
+//!   validator key is read from its certificate and must be a configured peer (and, when
+//!   dialing, the one we meant to dial).
 //! - **Topology.** For each pair the node with the smaller key dials the larger one, so a
 //!   pair shares exactly one TLS stream; the dialer reconnects with jittered exponential
 //!   backoff. If a second connection for a peer appears anyway, the newest wins.
@@ -12,8 +13,12 @@
 //! - **Queues.** Each configured peer has one bounded outbound queue that outlives
 //!   connections, so frames sent during a short reconnect are delivered afterwards;
 //!   `send` never waits and drops (and counts) when the queue is full.
-//! - **Revocation.** CRLs are fixed per rustls config, so [`Network::reload_crls`] builds new
-//!   configs for new handshakes and re-verifies live connections against them.
+//! - **Revocation.** Checked along the whole chain with the hierarchy's policy
+//!   ([`trellis_pki::verify`]): a revoked node or a revoked org certificate (a removed member)
+//!   is refused; a node whose org published no CRL is accepted, a CA certificate whose
+//!   issuer's CRL is missing is not. CRLs are fixed per rustls config, so
+//!   [`Network::reload_crls`] builds new configs for new handshakes and re-verifies live
+//!   connections against them.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -24,10 +29,10 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rustls::client::Resumption;
 use rustls::client::danger::ServerCertVerifier;
-use rustls::client::{Resumption, WebPkiServerVerifier};
+use rustls::server::NoServerSessionStorage;
 use rustls::server::danger::ClientCertVerifier;
-use rustls::server::{NoServerSessionStorage, VerifierBuilderError, WebPkiClientVerifier};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{
@@ -41,8 +46,7 @@ use tokio::time::timeout;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::{debug, info, warn};
 use trellis_consensus::PublicKey;
-
-use crate::pki;
+use trellis_pki::{validator_identity, verify};
 
 /// Default upper bound of one frame's payload.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
@@ -93,7 +97,8 @@ impl NetConfig {
     }
 }
 
-/// PEM inputs: the consortium CA, this node's chain (end-entity first) and key, and CRLs.
+/// PEM inputs: the consortium root (the trust anchor), this node's chain (node certificate
+/// first, then its org's and the issuing CA's) and key, and CRLs.
 #[derive(Clone)]
 pub struct TlsMaterial {
     pub ca_pem: String,
@@ -127,7 +132,7 @@ pub enum NetError {
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
     #[error("certificate verifier: {0}")]
-    Verifier(#[from] VerifierBuilderError),
+    Verifier(String),
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -191,7 +196,7 @@ struct TlsState {
     acceptor: TlsAcceptor,
     connector: TlsConnector,
     client_verifier: Arc<dyn ClientCertVerifier>,
-    server_verifier: Arc<WebPkiServerVerifier>,
+    server_verifier: Arc<dyn ServerCertVerifier>,
 }
 
 struct Peer {
@@ -239,10 +244,7 @@ impl Network {
         tls: TlsMaterial,
     ) -> Result<(Network, mpsc::Receiver<Inbound>), NetError> {
         let identity = parse_identity(&tls)?;
-        let own = identity
-            .chain
-            .first()
-            .and_then(|c| pki::validator_identity(c));
+        let own = identity.chain.first().and_then(|c| validator_identity(c));
         if own != Some(config.me) {
             return Err(NetError::IdentityMismatch(config.me));
         }
@@ -478,7 +480,7 @@ impl Shared {
         expected: Option<PublicKey>,
         addr: SocketAddr,
     ) -> Option<PublicKey> {
-        let key = chain.first().and_then(|c| pki::validator_identity(c));
+        let key = chain.first().and_then(|c| validator_identity(c));
         let refusal = match key {
             None => "certificate names no validator",
             Some(k) if k == self.me => "certificate names this node",
@@ -650,18 +652,9 @@ fn parse_identity(tls: &TlsMaterial) -> Result<Identity, NetError> {
 }
 
 fn parse_crls(pems: &[String]) -> Result<Vec<CertificateRevocationListDer<'static>>, NetError> {
-    let mut crls = Vec::new();
-    for pem in pems {
-        let before = crls.len();
-        for crl in CertificateRevocationListDer::pem_slice_iter(pem.as_bytes()) {
-            crls.push(crl.map_err(|e| NetError::Material(format!("CRL: {e}")))?);
-        }
-        // Why: an operator's empty or mangled file must not silently lift revocations.
-        if crls.len() == before {
-            return Err(NetError::Material("CRL file holds no CRL".into()));
-        }
-    }
-    Ok(crls)
+    // Why refuse a file without a CRL: an operator's empty or mangled file must not silently
+    // lift revocations.
+    verify::crls_from_pem(pems).map_err(|e| NetError::Material(e.to_string()))
 }
 
 fn build_tls(
@@ -671,14 +664,13 @@ fn build_tls(
     // Explicit provider: never depend on (or race for) the process-wide default.
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let versions = &[&rustls::version::TLS13];
+    let verifier_error = |e: trellis_pki::PkiError| NetError::Verifier(e.to_string());
     let client_verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::clone(&id.roots), Arc::clone(&provider))
-            .with_crls(crls.clone())
-            .build()?;
+        verify::client_verifier(Arc::clone(&id.roots), crls.clone(), Arc::clone(&provider))
+            .map_err(verifier_error)?;
     let server_verifier =
-        WebPkiServerVerifier::builder_with_provider(Arc::clone(&id.roots), Arc::clone(&provider))
-            .with_crls(crls)
-            .build()?;
+        verify::server_verifier(Arc::clone(&id.roots), crls, Arc::clone(&provider))
+            .map_err(verifier_error)?;
 
     let mut server = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(versions)?
@@ -691,7 +683,8 @@ fn build_tls(
 
     let mut client = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)?
-        .with_webpki_verifier(Arc::clone(&server_verifier))
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::clone(&server_verifier))
         .with_client_auth_cert(id.chain.clone(), id.key.clone_key())?;
     client.resumption = Resumption::disabled();
 

@@ -80,6 +80,12 @@ impl KeyFile {
     }
 
     pub fn signer(&self) -> Result<Signer, NodeError> {
+        Ok(Signer::from_seed(self.seed()?))
+    }
+
+    /// The 32-byte ed25519 seed, checked against `public_key` (an org signs certificates and
+    /// CRLs with it as its org key).
+    pub fn seed(&self) -> Result<[u8; 32], NodeError> {
         let bad = || {
             NodeError::Config(format!(
                 "key `{}`: secret_seed is not 32 bytes of hex",
@@ -97,15 +103,18 @@ impl KeyFile {
                 self.name
             )));
         }
-        Ok(signer)
+        Ok(seed)
     }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TlsPaths {
+    /// The consortium root certificate: the one trust anchor.
     pub ca: PathBuf,
+    /// This node's chain: node certificate, its org's certificate, the issuing CA's.
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// CRL files (each may hold several CRLs, one per issuer), reloaded when they change.
     #[serde(default)]
     pub crls: Vec<PathBuf>,
 }

@@ -1,8 +1,9 @@
 //! The mTLS transport over real sockets on 127.0.0.1 (port 0), with certificates made by
-//! `pki` in memory. Delivery is polled with a generous deadline, never timed.
+//! `trellis_pki` in memory (root, issuing CA, orgs, nodes). Delivery is polled with a
+//! generous deadline, never timed.
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc::Receiver;
@@ -10,7 +11,10 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::time::{Instant, sleep, timeout};
 use trellis_consensus::PublicKey;
 use trellis_node::net::{Inbound, NetConfig, Network, PeerAddr, TlsMaterial};
-use trellis_node::pki::{self, CaMaterial, ConsortiumCa};
+use trellis_pki::{
+    DAY_MS, IssuingCa, NodeCertRequest, NodeCertificate, OrgCa, RevocationReason, RevokedEntry,
+    RootCa, Serial, chain_pem, now_ms,
+};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -22,11 +26,118 @@ fn hosts() -> Vec<String> {
     vec!["localhost".into(), "127.0.0.1".into()]
 }
 
-fn material(ca: &CaMaterial, who: PublicKey, serial: u64) -> TlsMaterial {
-    let cert = pki::issue_node_cert(ca, &who, serial, &hosts(), 30).expect("issue");
+/// A consortium's CAs in memory: the root, an issuing CA, and two member orgs (0 and 1).
+struct Pki {
+    root: RootCa,
+    issuing: IssuingCa,
+    orgs: Vec<OrgCa>,
+}
+
+impl Pki {
+    fn generate(name: &str) -> Pki {
+        let now = now_ms();
+        let root = RootCa::generate(
+            &format!("{name} root CA"),
+            now - 3_600_000,
+            now + 60 * DAY_MS,
+        )
+        .expect("root");
+        let issuing = root
+            .issue_issuing_ca(
+                &format!("{name} issuing CA"),
+                now - 3_600_000,
+                now + 60 * DAY_MS,
+            )
+            .expect("issuing CA");
+        let orgs = (0u8..2)
+            .map(|i| {
+                let seed = [100 + i; 32];
+                let key = trellis_consensus::Signer::from_seed(seed).public_key().0;
+                let cert = issuing
+                    .issue_org_certificate(&format!("org-{i}"), key, now - 3_600_000, 45 * DAY_MS)
+                    .expect("org certificate");
+                OrgCa::from_seed(&chain_pem(&[cert.pem, issuing.chain_pem()]), seed).expect("org")
+            })
+            .collect();
+        Pki {
+            root,
+            issuing,
+            orgs,
+        }
+    }
+
+    /// The beacon's revocation list `serials` as every CA of the consortium signs it: the
+    /// root, the issuing CA and each org (one CRL per issuer; webpki takes a certificate's
+    /// status from its issuer's).
+    fn crls(&self, number: u64, serials: &[&str]) -> Vec<String> {
+        let now = now_ms();
+        let entries: Vec<RevokedEntry> = serials
+            .iter()
+            .map(|s| RevokedEntry {
+                serial_hex: s.to_string(),
+                revoked_at_ms: now - 1000,
+                reason: RevocationReason::KeyCompromise,
+            })
+            .collect();
+        let mut crls = vec![
+            self.root
+                .crl_pem(&entries, number, now, now + DAY_MS)
+                .expect("root CRL"),
+            self.issuing
+                .crl_pem(&entries, number, now, now + DAY_MS)
+                .expect("issuing CRL"),
+        ];
+        for org in &self.orgs {
+            crls.push(
+                org.crl_pem(&entries, number, now, now + DAY_MS)
+                    .expect("org CRL"),
+            );
+        }
+        crls
+    }
+
+    /// The serial of org `i`'s certificate, hex.
+    fn org_serial(&self, i: usize) -> String {
+        let der = self.orgs[i].cert_der().to_vec();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("org cert");
+        hex::encode(cert.raw_serial())
+    }
+}
+
+fn node_cert(
+    org: &OrgCa,
+    who: PublicKey,
+    serial: u64,
+    from_ms: i64,
+    to_ms: i64,
+) -> NodeCertificate {
+    org.issue_node_certificate(&NodeCertRequest {
+        validator: who,
+        serial: Serial::from_u64(serial).expect("serial"),
+        hosts: hosts(),
+        not_before_ms: from_ms,
+        not_after_ms: to_ms,
+    })
+    .expect("issue")
+}
+
+/// TLS material of a node of org 0.
+fn material(pki: &Pki, who: PublicKey, serial: u64) -> TlsMaterial {
+    material_of(pki, 0, who, serial)
+}
+
+fn material_of(pki: &Pki, org: usize, who: PublicKey, serial: u64) -> TlsMaterial {
+    let now = now_ms();
+    let cert = node_cert(
+        &pki.orgs[org],
+        who,
+        serial,
+        now - 3_600_000,
+        now + 30 * DAY_MS,
+    );
     TlsMaterial {
-        ca_pem: ca.cert_pem.clone(),
-        cert_pem: cert.cert_pem,
+        ca_pem: pki.root.cert_pem().to_string(),
+        cert_pem: cert.chain_pem,
         key_pem: cert.key_pem,
         crl_pems: vec![],
     }
@@ -157,12 +268,7 @@ fn drain(rx: &mut Receiver<Inbound>) {
 
 /// Two honest nodes keys 1 and 2 plus a node `m` started with `m_tls`; nodes start in
 /// descending key order so each dialer knows the address of the larger peer.
-async fn trio(
-    ca: &CaMaterial,
-    m: PublicKey,
-    m_tls: TlsMaterial,
-    crls: Vec<String>,
-) -> (Node, Node, Node) {
+async fn trio(ca: &Pki, m: PublicKey, m_tls: TlsMaterial, crls: Vec<String>) -> (Node, Node, Node) {
     let (a, b) = (key(1), key(2));
     let mut nodes: Vec<(PublicKey, TlsMaterial)> =
         vec![(a, material(ca, a, 1)), (b, material(ca, b, 2)), (m, m_tls)];
@@ -200,28 +306,29 @@ async fn stop(nodes: &[&Node]) {
 
 #[test]
 fn validator_identity_round_trips_through_the_certificate() {
-    let ca = ConsortiumCa::generate("test consortium", 30).expect("ca");
+    let ca = Pki::generate("test consortium");
     let who = PublicKey([0xab; 32]);
-    let cert = pki::issue_node_cert(&ca, &who, 7, &hosts(), 30).expect("issue");
+    let now = now_ms();
+    let cert = node_cert(&ca.orgs[0], who, 7, now, now + DAY_MS);
     let der = rustls_pki_types::pem::PemObject::from_pem_slice(cert.cert_pem.as_bytes())
         .map(|c: rustls_pki_types::CertificateDer<'static>| c.to_vec())
         .expect("pem");
-    assert_eq!(pki::validator_identity(&der), Some(who));
+    assert_eq!(trellis_pki::validator_identity(&der), Some(who));
+    assert!(Serial::from_u64(0).is_err(), "serial 0 is refused");
+    let crl = ca.crls(1, &["07"]);
     assert!(
-        pki::issue_node_cert(&ca, &who, 0, &hosts(), 30).is_err(),
-        "serial 0 is refused"
+        crl.iter()
+            .all(|c| c.starts_with("-----BEGIN X509 CRL-----"))
     );
-    let crl = pki::issue_crl(&ca, 1, &[7]).expect("crl");
-    assert!(crl.starts_with("-----BEGIN X509 CRL-----"));
     assert!(
-        !format!("{ca:?}").contains("PRIVATE KEY"),
+        !format!("{:?} {:?} {:?} {cert:?}", ca.root, ca.issuing, ca.orgs).contains("PRIVATE KEY"),
         "Debug must not print the key"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_exchange_frames_and_broadcast() {
-    let ca = ConsortiumCa::generate("test consortium", 30).expect("ca");
+    let ca = Pki::generate("test consortium");
     let (mut a, mut b, mut c) = trio(&ca, key(3), material(&ca, key(3), 3), vec![]).await;
     let nodes = [(&a.net, a.key), (&b.net, b.key), (&c.net, c.key)];
     for (src, from) in nodes {
@@ -254,6 +361,13 @@ async fn three_nodes_exchange_frames_and_broadcast() {
     stop(&[&a, &b, &c]).await;
 }
 
+async fn expect_frame_both_ways(a: &mut Node, b: &mut Node) {
+    a.net.send(&b.key, Bytes::from_static(b"a to b"));
+    b.net.send(&a.key, Bytes::from_static(b"b to a"));
+    expect_frame(&mut b.rx, a.key, b"a to b").await;
+    expect_frame(&mut a.rx, b.key, b"b to a").await;
+}
+
 /// `m` must never reach the honest pair; the pair itself still works. Expects nothing
 /// else queued in `a.rx` and `b.rx`.
 async fn assert_isolated(a: &mut Node, b: &mut Node, m: &Node) {
@@ -277,11 +391,11 @@ async fn assert_isolated(a: &mut Node, b: &mut Node, m: &Node) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_from_another_ca_is_refused() {
-    let ca = ConsortiumCa::generate("test consortium", 30).expect("ca");
-    let rogue = ConsortiumCa::generate("rogue consortium", 30).expect("ca");
+    let ca = Pki::generate("test consortium");
+    let rogue = Pki::generate("rogue consortium");
     // m = key 3: the honest nodes dial it and refuse its server certificate.
     let mut m_tls = material(&rogue, key(3), 3);
-    m_tls.ca_pem = rogue.cert_pem.clone();
+    m_tls.ca_pem = rogue.root.cert_pem().to_string();
     let (mut a, mut b, m) = trio(&ca, key(3), m_tls, vec![]).await;
     assert_isolated(&mut a, &mut b, &m).await;
     stop(&[&a, &b, &m]).await;
@@ -289,15 +403,12 @@ async fn certificate_from_another_ca_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_certificate_is_refused() {
-    let ca = ConsortiumCa::generate("test consortium", 30).expect("ca");
-    let day = Duration::from_secs(24 * 3600);
-    let now = SystemTime::now();
-    let expired =
-        pki::issue_node_cert_with_validity(&ca, &key(0), 9, &hosts(), now - 2 * day, now - day)
-            .expect("issue");
+    let ca = Pki::generate("test consortium");
+    let now = now_ms();
+    let expired = node_cert(&ca.orgs[0], key(0), 9, now - 2 * DAY_MS, now - DAY_MS);
     let m_tls = TlsMaterial {
-        ca_pem: ca.cert_pem.clone(),
-        cert_pem: expired.cert_pem,
+        ca_pem: ca.root.cert_pem().to_string(),
+        cert_pem: expired.chain_pem,
         key_pem: expired.key_pem,
         crl_pems: vec![],
     };
@@ -309,11 +420,11 @@ async fn expired_certificate_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_certificate_is_refused_at_startup() {
-    let ca = ConsortiumCa::generate("test consortium", 30).expect("ca");
-    let crl = pki::issue_crl(&ca, 1, &[33]).expect("crl");
+    let ca = Pki::generate("test consortium");
+    let crl = ca.crls(1, &["21"]);
     // Once as the dialed side (key 3), once as the dialer (key 0).
     for m in [key(3), key(0)] {
-        let (mut a, mut b, nm) = trio(&ca, m, material(&ca, m, 33), vec![crl.clone()]).await;
+        let (mut a, mut b, nm) = trio(&ca, m, material(&ca, m, 33), crl.clone()).await;
         assert_isolated(&mut a, &mut b, &nm).await;
         stop(&[&a, &b, &nm]).await;
     }
@@ -321,7 +432,7 @@ async fn revoked_certificate_is_refused_at_startup() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_certificate_is_cut_off_after_crl_reload() {
-    let ca = ConsortiumCa::generate("test consortium", 30).expect("ca");
+    let ca = Pki::generate("test consortium");
     for m in [key(3), key(0)] {
         let (mut a, mut b, mut nm) = trio(&ca, m, material(&ca, m, 44), vec![]).await;
         nm.net.send(&a.key, Bytes::from_static(b"before"));
@@ -333,9 +444,9 @@ async fn revoked_certificate_is_cut_off_after_crl_reload() {
             a.net.reload_crls(vec!["not a crl".into()]).is_err(),
             "garbage is rejected"
         );
-        let crl = pki::issue_crl(&ca, 2, &[44]).expect("crl");
-        a.net.reload_crls(vec![crl.clone()]).expect("reload a");
-        b.net.reload_crls(vec![crl]).expect("reload b");
+        let crl = ca.crls(2, &["2c"]);
+        a.net.reload_crls(crl.clone()).expect("reload a");
+        b.net.reload_crls(crl).expect("reload b");
         wait_until("revoked peer disconnected", || {
             !a.net.connected_peers().contains(&m) && !b.net.connected_peers().contains(&m)
         })
@@ -347,9 +458,61 @@ async fn revoked_certificate_is_cut_off_after_crl_reload() {
     }
 }
 
+/// Removing a member revokes its org certificate on the issuing CA's CRL: every node chained
+/// through it is cut, though no CRL names the node itself. Before that, the member's node is
+/// admitted even though its org published no CRL of its own (unknown status of a node
+/// certificate is accepted; that of a CA certificate is not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_of_a_removed_member_are_cut_off_with_its_org_certificate() {
+    let ca = Pki::generate("test consortium");
+    for m in [key(3), key(0)] {
+        // a and b belong to org 0, m to org 1; a and b load the CRLs of the root, the issuing
+        // CA and org 0 only.
+        let mut crls = ca.crls(1, &[]);
+        crls.pop();
+        let (mut a, mut b, mut nm) = trio(&ca, m, material_of(&ca, 1, m, 50), crls).await;
+        nm.net.send(&a.key, Bytes::from_static(b"member m"));
+        expect_frame(&mut a.rx, m, b"member m").await;
+        b.net.send(&m, Bytes::from_static(b"to m"));
+        expect_frame(&mut nm.rx, b.key, b"to m").await;
+
+        // The member is removed: the issuing CA's CRL lists its org certificate.
+        let removed = ca.crls(2, &[&ca.org_serial(1)]);
+        a.net.reload_crls(removed.clone()).expect("reload a");
+        b.net.reload_crls(removed).expect("reload b");
+        wait_until("the removed member's node disconnected", || {
+            !a.net.connected_peers().contains(&m) && !b.net.connected_peers().contains(&m)
+        })
+        .await;
+        drain(&mut a.rx);
+        drain(&mut b.rx);
+        assert_isolated(&mut a, &mut b, &nm).await;
+        stop(&[&a, &b, &nm]).await;
+    }
+}
+
+/// Without the issuing CA's CRL a node cannot know whether a peer's org was removed: once it
+/// checks revocation at all, it refuses every chain through an org certificate of unknown
+/// status (fail closed: a misconfigured CRL set must not re-admit removed members).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_issuing_ca_crl_refuses_rather_than_admits() {
+    let ca = Pki::generate("test consortium");
+    let mut crls = ca.crls(1, &[]);
+    crls.remove(1); // the issuing CA's
+    let (mut a, mut b, m) = trio(&ca, key(3), material_of(&ca, 1, key(3), 51), vec![]).await;
+    expect_frame_both_ways(&mut a, &mut b).await;
+    a.net.reload_crls(crls.clone()).expect("reload a");
+    b.net.reload_crls(crls).expect("reload b");
+    wait_until("peers with unknown org status disconnected", || {
+        a.net.connected_peers().is_empty() && b.net.connected_peers().is_empty()
+    })
+    .await;
+    stop(&[&a, &b, &m]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_or_unexpected_identity_is_refused() {
-    let ca = ConsortiumCa::generate("test consortium", 30).expect("ca");
+    let ca = Pki::generate("test consortium");
     // (a) x = key 3 (valid cert) dials a = key 5, whose peer list does not include it.
     let (x, a) = (key(3), key(5));
     let mut na = start(a, vec![peer(key(7), unused_addr())], material(&ca, a, 5)).await;
@@ -384,7 +547,7 @@ async fn unknown_or_unexpected_identity_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_frame_is_dropped_and_the_link_recovers() {
-    let ca = ConsortiumCa::generate("test consortium", 30).expect("ca");
+    let ca = Pki::generate("test consortium");
     let (a, b) = (key(1), key(2));
     let mut nb = start_at(
         b,
@@ -413,7 +576,7 @@ async fn oversized_frame_is_dropped_and_the_link_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_node_on_the_same_address_reconnects() {
-    let ca = ConsortiumCa::generate("test consortium", 30).expect("ca");
+    let ca = Pki::generate("test consortium");
     let (a, b) = (key(1), key(2));
     let (tls_a, tls_b) = (material(&ca, a, 1), material(&ca, b, 2));
     let mut nb = start(b, vec![peer(a, unused_addr())], tls_b.clone()).await;

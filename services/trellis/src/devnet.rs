@@ -1,14 +1,24 @@
 //! `trellis devnet`: a whole consortium on one machine. `init` writes the files (genesis,
-//! consortium CA, node certificates and configs, account keys, network map, the services'
-//! config and keyrings); running loads them and starts every validator and the identity and
-//! membership services (on SQLite under `services/`) in this process.
+//! the consortium's certificate hierarchy, node certificates and configs, account keys,
+//! network map, the services' config and keyrings); running loads them and starts every
+//! validator and the identity and membership services (on SQLite under `services/`) in this
+//! process.
+//!
+//! The hierarchy under `ca/`: `root.pem` and `root-key.pem` (the offline root; its key is
+//! used only here, at init, and no running process reads it) with `root-crl.pem`;
+//! `issuing-ca.pem` (the issuing CA followed by the root) and `issuing-ca-key.pem`, held by
+//! the membership service; `orgs/<org>.pem`, each genesis member org's certificate (for its
+//! member account's key) followed by the issuing CA; and `crl.pem`, the CRLs the membership
+//! service rewrites (issuing CA, then each genesis org, which delegate their node CRL to it).
+//! Validator i's node certificate (serial i) is issued by org-((i-1) mod 3 + 1) and its
+//! `tls/cert.pem` holds the chain node, org, issuing CA; nodes trust only the root.
 
 use crate::local::{free_port, random_seed, write, write_secret};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use trellis_node::node::{KeyFile, NodeConfig, PeerConfig, RunningNode, TlsPaths, Tuning};
-use trellis_node::pki;
+use trellis_pki::{DAY_MS, NodeCertRequest, OrgCa, RootCa, Serial};
 use trellis_types::genesis::{ChainParams, Genesis, GenesisAccountEntry, GenesisValidator};
 
 /// `D/network.json`: every node of the devnet.
@@ -61,10 +71,15 @@ impl Network {
 /// rate (one per 250 tx/s), so 64 serve up to 16,000 offered tx/s.
 pub const DEFAULT_BENCH_ACCOUNTS: usize = 64;
 
+/// How long the devnet's root and issuing CA live, and its org and node certificates.
+const ROOT_DAYS: i64 = 3650;
+const ISSUING_DAYS: i64 = 1825;
+const CERT_DAYS: i64 = 365;
+
 /// The accounts a devnet starts with: three member orgs, an operator (the identity service's
 /// verifier), the consortium CA's operator account (signs revocations; a key of its own so the
 /// two services never compete for nonces), a regulator, a bank.
-const ACCOUNTS: [(&str, &str, &str); 7] = [
+pub(crate) const ACCOUNTS: [(&str, &str, &str); 7] = [
     ("member-1", "member", "org-1"),
     ("member-2", "member", "org-2"),
     ("member-3", "member", "org-3"),
@@ -93,11 +108,6 @@ pub fn init(
         std::fs::create_dir_all(dir.join(sub))
             .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
     }
-    let ca = pki::ConsortiumCa::generate(&format!("{chain_id} consortium CA"), 3650)?;
-    write(&dir.join("ca/ca.pem"), &ca.cert_pem)?;
-    write_secret(&dir.join("ca/ca-key.pem"), &ca.key_pem)?;
-    write(&dir.join("ca/crl.pem"), &pki::issue_crl(&ca, 1, &[])?)?;
-
     let mut nodes = Vec::new();
     for i in 0..validators {
         let name = format!("validator-{}", i + 1);
@@ -106,8 +116,13 @@ pub fn init(
         nodes.push((name, key, free_port()?, free_port()?));
     }
     let mut accounts = Vec::new();
+    let mut member_seeds = Vec::new();
     for (name, role, org) in ACCOUNTS {
-        let key = KeyFile::new(name, role, org, random_seed()?);
+        let seed = random_seed()?;
+        if role == "member" {
+            member_seeds.push((org, seed));
+        }
+        let key = KeyFile::new(name, role, org, seed);
         write_secret(
             &dir.join(format!("accounts/{name}.json")),
             &serde_json::to_string_pretty(&key)?,
@@ -150,6 +165,7 @@ pub fn init(
         params: ChainParams::default(),
     };
     write(&dir.join("genesis.json"), &genesis.to_json_pretty())?;
+    let orgs = init_ca(dir, chain_id, &member_seeds)?;
 
     let mut network = Network {
         chain_id: chain_id.into(),
@@ -170,14 +186,17 @@ pub fn init(
                 .try_into()
                 .map_err(|_| anyhow::anyhow!("key length"))?,
         );
-        let cert = pki::issue_node_cert(
-            &ca,
-            &pk,
-            i as u64 + 1,
-            &["127.0.0.1".to_string(), "localhost".to_string()],
-            365,
-        )?;
-        write(&node_dir.join("tls/cert.pem"), &cert.cert_pem)?;
+        // Validator i belongs to member org ((i-1) mod 3) + 1; its serial is i.
+        let org = &orgs[i % orgs.len()];
+        let now = trellis_pki::now_ms();
+        let cert = org.issue_node_certificate(&NodeCertRequest {
+            validator: pk,
+            serial: Serial::from_u64(i as u64 + 1)?,
+            hosts: vec!["127.0.0.1".to_string(), "localhost".to_string()],
+            not_before_ms: now - 3_600_000,
+            not_after_ms: (now + CERT_DAYS * DAY_MS).min(org.not_after_ms()),
+        })?;
+        write(&node_dir.join("tls/cert.pem"), &cert.chain_pem)?;
         write_secret(&node_dir.join("tls/key.pem"), &cert.key_pem)?;
         let peers = nodes
             .iter()
@@ -197,10 +216,10 @@ pub fn init(
             p2p_listen: format!("127.0.0.1:{p2p}").parse()?,
             api_listen: format!("127.0.0.1:{api}").parse()?,
             tls: TlsPaths {
-                ca: "../../ca/ca.pem".into(),
+                ca: "../../ca/root.pem".into(),
                 cert: "tls/cert.pem".into(),
                 key: "tls/key.pem".into(),
-                crls: vec!["../../ca/crl.pem".into()],
+                crls: vec!["../../ca/root-crl.pem".into(), "../../ca/crl.pem".into()],
             },
             peers,
             tuning: Tuning::default(),
@@ -227,6 +246,55 @@ pub fn init(
         &serde_json::to_string_pretty(&network)?,
     )?;
     Network::load(&dir.join("network.json"))
+}
+
+/// Writes the certificate hierarchy under `dir/ca/` (see the module documentation) and
+/// returns the genesis member orgs as CAs, in `members` order.
+fn init_ca(dir: &Path, chain_id: &str, members: &[(&str, [u8; 32])]) -> Result<Vec<OrgCa>> {
+    std::fs::create_dir_all(dir.join("ca/orgs"))
+        .with_context(|| format!("cannot create {}", dir.join("ca/orgs").display()))?;
+    // An hour back, so small clock skew between members does not make them "not yet valid".
+    let now = trellis_pki::now_ms();
+    let start = now - 3_600_000;
+    let root = RootCa::generate(
+        &format!("{chain_id} root CA"),
+        start,
+        start + ROOT_DAYS * DAY_MS,
+    )?;
+    write(&dir.join("ca/root.pem"), root.cert_pem())?;
+    write_secret(&dir.join("ca/root-key.pem"), &root.key_pem())?;
+    // The offline root's CRL (no issuing CA revoked), valid a year.
+    write(
+        &dir.join("ca/root-crl.pem"),
+        &root.crl_pem(&[], 1, now, now + 365 * DAY_MS)?,
+    )?;
+    // "1": the first generation; a rotation's next issuing CA needs another name.
+    let issuing = root.issue_issuing_ca(
+        &format!("{chain_id} issuing CA 1"),
+        start,
+        start + ISSUING_DAYS * DAY_MS,
+    )?;
+    write(&dir.join("ca/issuing-ca.pem"), &issuing.chain_pem())?;
+    write_secret(&dir.join("ca/issuing-ca-key.pem"), &issuing.key_pem())?;
+    drop(root);
+
+    let mut orgs = Vec::new();
+    let mut crls = vec![issuing.crl_pem(&[], 1, now, now + DAY_MS)?];
+    for (org, seed) in members {
+        let key = trellis_types::Signer::from_seed(*seed).public_key().0;
+        let cert = issuing.issue_org_certificate(org, key, start, CERT_DAYS * DAY_MS)?;
+        let chain = trellis_pki::chain_pem(&[cert.pem, issuing.cert_pem().to_string()]);
+        write(&dir.join(format!("ca/orgs/{org}.pem")), &chain)?;
+        let org_ca = OrgCa::from_seed(&chain, *seed)?;
+        crls.push(org_ca.crl_pem(&[], 1, now, now + DAY_MS)?);
+        orgs.push(org_ca);
+    }
+    if orgs.is_empty() {
+        bail!("a devnet needs at least one member org to issue its nodes' certificates");
+    }
+    // The membership service rewrites it from the beacon's revocation list.
+    write(&dir.join("ca/crl.pem"), &trellis_pki::chain_pem(&crls))?;
+    Ok(orgs)
 }
 
 /// Runs every node of the devnet in this process until Ctrl-C.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use trellis_identity::{IdentityConfig, IdentityService};
-use trellis_membership::ca::{ConsortiumCa, RenewalPolicy};
+use trellis_membership::ca::{IssuingCa, OrgCa, RenewalPolicy};
 use trellis_membership::{MembershipConfig, MembershipService};
 use trellis_node::node::KeyFile;
 use trellis_servicekit::{Db, Keyring, NodeClient, Problem, TokenConfig, TokenService};
@@ -66,8 +66,22 @@ pub struct ServicesConfig {
     pub pii_keys: PathBuf,
     /// Keyring (JSON) sealing the JWT signing keys at rest.
     pub token_keys: PathBuf,
+    /// The issuing CA's certificate, optionally followed by the root's (`ca/issuing-ca.pem`).
     pub ca_cert: PathBuf,
+    /// The issuing CA's private key (never the root's: that one stays offline).
     pub ca_key: PathBuf,
+    /// Issuing CAs replaced by a rotation whose certificates are still in service: their
+    /// CRLs keep being signed.
+    #[serde(default)]
+    pub previous_cas: Vec<CaFiles>,
+    /// Org certificates issued outside the service by its issuing CA (the genesis members'),
+    /// managed as if issued by it: renewed, and revoked when their member is removed.
+    #[serde(default)]
+    pub org_certificates: Vec<PathBuf>,
+    /// Orgs whose node CRL the service signs on their behalf: their org certificate and their
+    /// org key file.
+    #[serde(default)]
+    pub delegated_orgs: Vec<DelegatedOrg>,
     /// Where the CRL is rewritten when the beacon's revocations change (nodes watch it).
     #[serde(default)]
     pub crl_path: Option<PathBuf>,
@@ -79,6 +93,23 @@ pub struct ServicesConfig {
     pub cert_renew_before_days: u64,
     #[serde(default = "default_alert")]
     pub cert_alert_before_days: u64,
+}
+
+/// A CA's certificate and key files.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// An org that delegated its node CRL: its certificate (optionally with the chain above it)
+/// and its org key (KeyFile JSON).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelegatedOrg {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 fn default_ttl() -> u64 {
@@ -126,10 +157,22 @@ impl ServicesConfig {
                 *p = base.join(&*p);
             }
         }
-        if let Some(p) = &mut config.crl_path
-            && p.is_relative()
-        {
-            *p = base.join(&*p);
+        let extra = config
+            .previous_cas
+            .iter_mut()
+            .flat_map(|c| [&mut c.cert, &mut c.key])
+            .chain(config.org_certificates.iter_mut())
+            .chain(
+                config
+                    .delegated_orgs
+                    .iter_mut()
+                    .flat_map(|d| [&mut d.cert, &mut d.key]),
+            )
+            .chain(config.crl_path.as_mut());
+        for p in extra {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
         }
         if let Some(rest) = config.database_url.strip_prefix("sqlite://")
             && !rest.starts_with('/')
@@ -216,8 +259,27 @@ impl RunningServices {
             doc.merge(IdentityService::openapi());
         }
         if targets.contains(&Target::Membership) {
-            let ca = ConsortiumCa::from_pem(&read(&config.ca_cert)?, &read(&config.ca_key)?)
-                .map_err(|e| anyhow!("consortium CA: {e}"))?;
+            let ca = IssuingCa::from_pem(&read(&config.ca_cert)?, &read(&config.ca_key)?)
+                .map_err(|e| anyhow!("issuing CA {}: {e}", config.ca_cert.display()))?;
+            let mut previous_cas = Vec::new();
+            for files in &config.previous_cas {
+                previous_cas.push(
+                    IssuingCa::from_pem(&read(&files.cert)?, &read(&files.key)?)
+                        .map_err(|e| anyhow!("issuing CA {}: {e}", files.cert.display()))?,
+                );
+            }
+            let mut org_certificates = Vec::new();
+            for p in &config.org_certificates {
+                org_certificates.push(read(p)?);
+            }
+            let mut delegated_orgs = Vec::new();
+            for d in &config.delegated_orgs {
+                let seed = KeyFile::load(&d.key)?.seed()?;
+                delegated_orgs.push(
+                    OrgCa::from_seed(&read(&d.cert)?, seed)
+                        .map_err(|e| anyhow!("delegated org {}: {e}", d.cert.display()))?,
+                );
+            }
             let policy = RenewalPolicy::new(
                 config.cert_validity_days as i64 * day_ms,
                 config.cert_renew_before_days as i64 * day_ms,
@@ -231,6 +293,9 @@ impl RunningServices {
                 MembershipConfig {
                     chain_id: config.chain_id.clone(),
                     ca,
+                    previous_cas,
+                    org_certificates,
+                    delegated_orgs,
                     ca_operator,
                     policy,
                     crl_path: config.crl_path.clone(),
@@ -340,7 +405,8 @@ async fn ready(State(s): State<Shared>) -> impl IntoResponse {
 }
 
 /// Writes the services' files for a devnet under `dir/services/` (once; existing files are
-/// kept): config, keyrings for personal data and token keys, the SQLite database location.
+/// kept): config (the issuing CA, the genesis orgs' certificates and delegated node CRLs),
+/// keyrings for personal data and token keys, the SQLite database location.
 pub fn init_devnet_files(dir: &Path, chain_id: &str, node_url: &str) -> Result<PathBuf> {
     let sdir = dir.join("services");
     std::fs::create_dir_all(sdir.join("keys"))
@@ -349,6 +415,22 @@ pub fn init_devnet_files(dir: &Path, chain_id: &str, node_url: &str) -> Result<P
     if config_path.exists() {
         return Ok(config_path);
     }
+    if !dir.join("ca/issuing-ca.pem").exists() {
+        bail!(
+            "{} was made by an older trellis without the root/issuing CA hierarchy; \
+             initialise a new devnet directory",
+            dir.display()
+        );
+    }
+    // The genesis member orgs (the devnet made their org certificates) delegate their node
+    // CRL to the membership service, which holds their keys only in a devnet.
+    let genesis_orgs: Vec<(&str, &str)> = crate::devnet::ACCOUNTS
+        .iter()
+        .filter(|(_, role, org)| {
+            *role == "member" && dir.join(format!("ca/orgs/{org}.pem")).exists()
+        })
+        .map(|(name, _, org)| (*org, *name))
+        .collect();
     if !dir.join("accounts/ca-operator.json").exists() {
         bail!(
             "{} was made by an older trellis without a CA operator account; \
@@ -369,8 +451,20 @@ pub fn init_devnet_files(dir: &Path, chain_id: &str, node_url: &str) -> Result<P
         ca_operator_key: "../accounts/ca-operator.json".into(),
         pii_keys: "keys/pii.json".into(),
         token_keys: "keys/tokens.json".into(),
-        ca_cert: "../ca/ca.pem".into(),
-        ca_key: "../ca/ca-key.pem".into(),
+        ca_cert: "../ca/issuing-ca.pem".into(),
+        ca_key: "../ca/issuing-ca-key.pem".into(),
+        previous_cas: Vec::new(),
+        org_certificates: genesis_orgs
+            .iter()
+            .map(|(org, _)| format!("../ca/orgs/{org}.pem").into())
+            .collect(),
+        delegated_orgs: genesis_orgs
+            .iter()
+            .map(|(org, account)| DelegatedOrg {
+                cert: format!("../ca/orgs/{org}.pem").into(),
+                key: format!("../accounts/{account}.json").into(),
+            })
+            .collect(),
         crl_path: Some("../ca/crl.pem".into()),
         token_ttl_s: default_ttl(),
         cert_validity_days: default_validity(),

@@ -21,7 +21,7 @@ use axum::{Json, Router};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use trellis_membership::ca::{ConsortiumCa, RenewalPolicy};
+use trellis_membership::ca::{IssuingCa, RenewalPolicy};
 use trellis_membership::{
     MemberView, MembershipConfig, MembershipService, ProposalView, RevocationView,
 };
@@ -496,31 +496,29 @@ pub async fn stub_node(state: ChainState) -> (Arc<StubNode>, String) {
     (stub, url)
 }
 
-/// CA files (certificate and key PEM) valid from 2024 to the end of `until_year`.
+/// Issuing CA files (its certificate followed by the root's, and its key PEM), issued by a
+/// fresh root, valid from 2024 to the end of `until_year`.
 pub fn ca_files(until_year: i32) -> (String, String) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose,
-        PKCS_ECDSA_P256_SHA256,
+    let day_ms = 24 * 3600 * 1000i64;
+    let days_from_civil = |y: i64| {
+        // Days from 1970-01-01 to January 1st of `y` (proleptic Gregorian).
+        let y = y - 1;
+        365 * (y - 1969) + (y / 4 - 1969 / 4) - (y / 100 - 1969 / 100) + (y / 400 - 1969 / 400)
     };
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
-    let mut params = CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "trellis test CA");
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    params.not_after = rcgen::date_time_ymd(until_year + 1, 1, 1);
-    let cert = params.self_signed(&key).expect("self-signed");
-    (cert.pem(), key.serialize_pem())
+    let from = days_from_civil(2024) * day_ms;
+    let until = days_from_civil(i64::from(until_year) + 1) * day_ms;
+    let root = trellis_pki::RootCa::generate("trellis test root CA", from, until).expect("root");
+    let ca = root
+        .issue_issuing_ca("trellis test CA", from, until)
+        .expect("issuing CA");
+    (ca.chain_pem(), ca.key_pem())
 }
 
 /// A manual-mode config (no manager task: tests drive the passes) with a short chain wait.
 pub fn config(ca: &(String, String)) -> MembershipConfig {
     let mut c = MembershipConfig::new(
         CHAIN_ID,
-        ConsortiumCa::from_pem(&ca.0, &ca.1).expect("CA loads"),
+        IssuingCa::from_pem(&ca.0, &ca.1).expect("CA loads"),
         operator(),
     );
     c.poll_interval = Duration::ZERO;
