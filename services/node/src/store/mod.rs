@@ -86,7 +86,7 @@
 //! - `reads.rs`: reads of the tree: the walk to a value, and jmt's `TreeReader`.
 //! - `prune.rs`: pruning of old tree versions.
 //! - `records.rs`: the layout's keys and records, other than tree nodes.
-//! - `codec.rs`: tree nodes and their keys as stored.
+//! - `codec.rs`: tree nodes and their keys as stored (and why that codec rather than borsh).
 //! - `error.rs`: [`StoreError`] and the format version.
 
 mod codec;
