@@ -15,8 +15,8 @@
 //! # Layout
 //!
 //! Every record is the caller's opaque bytes, except the state tree's, which this module
-//! encodes (see `codec.rs`). Heights and epochs are big-endian so that
-//! ranges iterate in order.
+//! encodes (see `codec.rs` and `records.rs`). Heights and epochs are big-endian so that ranges
+//! iterate in order.
 //!
 //! | keyspace      | key                                   | value                            |
 //! |---------------|---------------------------------------|----------------------------------|
@@ -74,8 +74,9 @@
 //! Readable versions: every version from the flush before the last finished one on (memory
 //! holds the updates since then), and the flushed versions themselves until pruning. Memory
 //! lets versions go under an exclusive lock that every tree read holds shared
-//! ([`ConsistentReads`](crate::state_tree::ConsistentReads)): a read that found its version held answers from it alone, never from
-//! half of one, or from the store's history, which keeps only each window's newest value.
+//! ([`ConsistentReads`](crate::state_tree::ConsistentReads)): a read that found its version
+//! held answers from it alone, never from half of one, or from the store's history, which keeps
+//! only each window's newest value.
 //!
 //! # Files
 //!

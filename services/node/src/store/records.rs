@@ -53,7 +53,8 @@ pub(super) enum StaleKind {
     Unknown,
 }
 
-/// The entries of a version's stale record (see the module doc): encoded node key and kind.
+/// The entries of a version's stale record (see "Layout" in the store's doc): encoded node key
+/// and kind.
 pub(super) fn decode_stale_record(
     record: &[u8],
     key: &[u8],
@@ -126,9 +127,9 @@ pub(super) fn stored_value(
     }
 }
 
-/// A flush's stale record (see the module doc). Whether a node is a leaf comes from memory,
-/// which holds nearly all of them (the updates just read them); the rest are marked not
-/// known, for the prune to read.
+/// A flush's stale record (see "Layout" in the store's doc). Whether a node is a leaf comes
+/// from memory, which holds nearly all of them (the updates just read them); the rest are
+/// marked not known, for the prune to read.
 pub(super) fn stale_record<'a>(
     memory: &TreeMemory,
     stale: impl Iterator<Item = &'a StaleNodeIndex>,
