@@ -153,7 +153,9 @@ async fn wait_polls_until_decided() {
     let node = NodeClient::new(serve_stub(stub.clone()).await).unwrap();
     let committed = format!("aa{}", "0".repeat(62));
     assert_eq!(
-        node.wait(&committed, Duration::from_secs(30)).await.unwrap(),
+        node.wait(&committed, Duration::from_secs(30))
+            .await
+            .unwrap(),
         TxOutcome::Committed { height: 42 }
     );
     let rejected = format!("bb{}", "0".repeat(62));
