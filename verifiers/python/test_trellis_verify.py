@@ -634,6 +634,14 @@ class Batch(unittest.TestCase):
 
 
 class Vectors(unittest.TestCase):
+    def test_the_vectors_command(self):
+        if not os.path.exists(VECTORS):
+            self.skipTest("no testdata/proofs/vectors.json yet")
+        out = subprocess.run([sys.executable, SCRIPT, "--vectors", VECTORS],
+                             capture_output=True, text=True)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        self.assertIn(" 0 failed", out.stdout.splitlines()[-1])
+
     def test_every_vector_gets_its_expected_verdict(self):
         if not os.path.exists(VECTORS):
             self.skipTest("no testdata/proofs/vectors.json yet")

@@ -66,7 +66,8 @@ class Malformed(Exception):
         self.field = field
 
 
-EXIT_CODES = {"genesis-file": 2, "bundle-file": 2}
+# §9.2; "internal-error" (exit 3) is this verifier's own, for a bug in it, and never expected.
+EXIT_CODES = {"genesis-file": 2, "bundle-file": 2, "internal-error": 3}
 
 
 def refused_verdict(link, reason, index=None, field=None):
@@ -1268,13 +1269,18 @@ def verify_bundle(b, g):
 def verdict_for_text(genesis, text):
     """The verdict on a bundle (a str) against a parsed genesis file."""
     try:
-        b = parse_bundle(text)
-    except Malformed as e:
-        return refused_verdict("malformed", e.reason, None, e.field)
-    try:
-        return verify_bundle(b, genesis)
-    except Refused as e:
-        return refused_verdict(e.link, e.reason, e.index)
+        try:
+            b = parse_bundle(text)
+        except Malformed as e:
+            return refused_verdict("malformed", e.reason, None, e.field)
+        try:
+            return verify_bundle(b, genesis)
+        except Refused as e:
+            return refused_verdict(e.link, e.reason, e.index)
+    except Exception as e:  # a bug here: say so, rather than guess a verdict or stop a batch
+        import traceback
+        traceback.print_exc(file=sys.stderr)
+        return refused_verdict("internal-error", "a bug in this verifier: %r" % e)
 
 
 def load_genesis_file(path):
