@@ -8,6 +8,7 @@
 //! batch and validators that do not can never disagree on a certificate.
 
 use crate::types::{BlockId, Digest, Encoder, Epoch, PublicKey, Round, Signature};
+use curve25519_dalek::edwards::CompressedEdwardsY;
 use ed25519_zebra::{SigningKey, VerificationKey, VerificationKeyBytes, batch};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -83,6 +84,19 @@ impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Signer({:?})", self.public)
     }
+}
+
+/// Whether only the holder of `key`'s secret can sign for it. ZIP-215 accepts every key that
+/// decodes, and its cofactored check ignores a key's small-order part: with a small-order key
+/// (the identity among them) anyone can make a valid signature on any message, and a key plus a
+/// torsion point verifies the same signatures as the key alone, so one holder could sit twice
+/// in a committee. A strong key is the canonical encoding of a point of the prime-order
+/// subgroup other than the identity.
+pub fn is_strong_key(key: &PublicKey) -> bool {
+    let Some(point) = CompressedEdwardsY(key.0).decompress() else {
+        return false;
+    };
+    point.compress().0 == key.0 && !point.is_small_order() && point.is_torsion_free()
 }
 
 pub fn verify(key: &PublicKey, sig: &Signature, msg: &[u8]) -> Result<(), CryptoError> {

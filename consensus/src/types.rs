@@ -141,6 +141,11 @@ pub enum CommitteeError {
     Duplicate(PublicKey),
     #[error("a committee has at most {max} members, got {got}", max = Committee::MAX_SIZE)]
     TooLarge { got: usize },
+    #[error(
+        "member {index} is not a strong ed25519 key (a canonical encoding of a point of prime \
+         order, not the identity): anyone could sign for it"
+    )]
+    WeakKey { index: usize },
 }
 
 impl Committee {
@@ -153,6 +158,12 @@ impl Committee {
         }
         if members.len() > Self::MAX_SIZE {
             return Err(CommitteeError::TooLarge { got: members.len() });
+        }
+        if let Some(index) = members
+            .iter()
+            .position(|m| !crate::crypto::is_strong_key(m))
+        {
+            return Err(CommitteeError::WeakKey { index });
         }
         let mut sorted = members.clone();
         sorted.sort();

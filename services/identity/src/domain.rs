@@ -9,8 +9,8 @@
 
 use std::fmt;
 
-use trellis_consensus::crypto::{self, CryptoError};
-use trellis_consensus::{PublicKey, Signature};
+use trellis_consensus::PublicKey;
+use trellis_consensus::crypto;
 
 /// A field of the input that did not parse, named by its JSON path
 /// (e.g. `legal_representative.id_number`) so the API can point at it.
@@ -490,26 +490,17 @@ impl OrgPublicKey {
         hex::decode_to_slice(s, &mut bytes)
             .map_err(|_| DomainError::new(field, "must be hexadecimal"))?;
         let key = PublicKey(bytes);
-        // trellis-consensus exposes no "is this a point" check, so probe `crypto::verify` with
-        // an all-zero signature: a key that does not decompress fails with `BadKey`. The zero
-        // signature's R is a point of order 4 and s = 0, so it verifies (cofactored, ZIP-215)
-        // exactly when [8][k]A is the identity, i.e. when A has small order. Such a key would
-        // let anyone forge the org's signatures, so it is refused too.
-        match crypto::verify(
-            &key,
-            &Signature([0u8; 64]),
-            b"trellis/identity/org-key-probe",
-        ) {
-            Err(CryptoError::BadSignature) => Ok(OrgPublicKey(key)),
-            Err(CryptoError::BadKey) => Err(DomainError::new(
+        // A weak key (small order, a torsion part, a non-canonical encoding) would let anyone
+        // forge the org's signatures, or let one holder appear as two orgs; the chain refuses
+        // to admit one, so the application is refused up front.
+        if !crypto::is_strong_key(&key) {
+            return Err(DomainError::new(
                 field,
-                "is not a valid ed25519 public key (not a curve point)",
-            )),
-            Ok(()) => Err(DomainError::new(
-                field,
-                "is a small-order ed25519 point, which cannot be an org key",
-            )),
+                "is not a strong ed25519 public key (not a curve point, small order, a torsion \
+                 part or a non-canonical encoding)",
+            ));
         }
+        Ok(OrgPublicKey(key))
     }
 
     pub fn public_key(&self) -> PublicKey {
@@ -844,17 +835,19 @@ mod tests {
             OrgPublicKey::parse(&off_curve, "k")
                 .expect_err("off curve")
                 .reason
-                .contains("not a curve point")
+                .contains("not a strong ed25519 public key")
         );
-        // The identity (y = 1) and the order-2 point (y = -1) have small order.
+        // The identity (y = 1) and the order-2 point (y = -1) have small order; y = p + 1 is
+        // the identity again, not canonically encoded.
         let identity = format!("01{}", "00".repeat(31));
         let minus_one = "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f";
-        for small in [identity.as_str(), minus_one] {
+        let non_canonical = format!("ee{}7f", "ff".repeat(30));
+        for weak in [identity.as_str(), minus_one, &non_canonical] {
             assert!(
-                OrgPublicKey::parse(small, "k")
-                    .expect_err("small order")
+                OrgPublicKey::parse(weak, "k")
+                    .expect_err("weak")
                     .reason
-                    .contains("small-order")
+                    .contains("not a strong ed25519 public key")
             );
         }
     }

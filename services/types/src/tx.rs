@@ -155,11 +155,11 @@ fn kind_from_pb(kind: Option<pb::propose::Kind>) -> Result<ProposalKind, TxError
         None => return Err(field("propose.kind", "is missing")),
         Some(pb::propose::Kind::AdmitMember(a)) => ProposalKind::AdmitMember {
             org: OrgId::parse(&a.org, "propose.admit_member.org")?,
-            org_key: PublicKey(array(
+            org_key: strong_key(PublicKey(array(
                 &a.org_key,
                 "propose.admit_member.org_key",
                 "is not a 32-byte ed25519 key",
-            )?),
+            )?))?,
         },
         Some(pb::propose::Kind::RemoveMember(r)) => ProposalKind::RemoveMember {
             org: OrgId::parse(&r.org, "propose.remove_member.org")?,
@@ -308,6 +308,18 @@ fn hash_of(body: &[u8]) -> Digest {
     let mut e = Encoder::new(HASH_DOMAIN);
     e.fixed(body);
     e.hash()
+}
+
+/// An admitted org's key signs its transactions, checked with ZIP-215: a weak key
+/// ([`trellis_consensus::crypto::is_strong_key`]) would let anyone sign as the org.
+fn strong_key(key: PublicKey) -> Result<PublicKey, TxError> {
+    if !trellis_consensus::crypto::is_strong_key(&key) {
+        return Err(field(
+            "propose.admit_member.org_key",
+            "is not a strong ed25519 key (small order, torsion part or non-canonical encoding)",
+        ));
+    }
+    Ok(key)
 }
 
 fn array<const N: usize>(

@@ -302,6 +302,11 @@ fn invalid_governance_fields_are_named() {
         ("propose.admit_member.org", admit("", vec![1; 32])),
         ("propose.admit_member.org", admit("org 4", vec![1; 32])),
         ("propose.admit_member.org_key", admit("org-4", vec![1; 31])),
+        // The identity point: anyone could sign as the org.
+        (
+            "propose.admit_member.org_key",
+            admit("org-4", [vec![1], vec![0; 31]].concat()),
+        ),
         ("propose.kind", A::Propose(pb::Propose { kind: None })),
         ("propose.set_parameter.name", set("max_tx_bytes", "1")),
         ("propose.set_parameter.value", set("approval_threshold", "")),
