@@ -14,6 +14,7 @@
 //! | `proposals/last` | `ProposalCounter` |
 //! | `proposal-open/` ‖ org id | `ProposalCounter` holding the id of the org's open proposal |
 //! | `revocations` | `RevocationList` (sorted by serial) |
+//! | `chain/genesis` ([`trellis_types::genesis::GENESIS_STATE_KEY`]) | the 32-byte genesis digest, written by the node at genesis and never again |
 
 use std::collections::BTreeMap;
 use trellis_types::{Digest, PublicKey};
@@ -48,6 +49,10 @@ impl StateKey {
     }
     pub fn open_proposal(org: &str) -> StateKey {
         StateKey([b"proposal-open/".as_slice(), org.as_bytes()].concat())
+    }
+    /// Written once, by the node, into the genesis state; no transaction writes under `chain/`.
+    pub fn genesis_digest() -> StateKey {
+        StateKey(trellis_types::genesis::GENESIS_STATE_KEY.to_vec())
     }
     pub fn revocations() -> StateKey {
         StateKey(b"revocations".to_vec())

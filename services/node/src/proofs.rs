@@ -1,6 +1,6 @@
-//! Proof bundles served by the node: an anchor, the JMT proof of it under the state root that
-//! the latest committed header commits to, that header's certificate, and the epoch-change
-//! proofs from genesis. `trellis verify` checks them offline.
+//! Proof bundles served by the node: an anchor, the JMT proofs of it and of the genesis digest
+//! under the state root that the latest committed header commits to, that header's certificate,
+//! and the epoch-change proofs from genesis (docs/proof-format.md). `trellis verify` checks them offline.
 
 use crate::certified::certified_head;
 use crate::chain::ChainShared;
@@ -42,6 +42,14 @@ pub fn anchor_bundle(chain: &ChainShared, digest: &Digest) -> Result<AnchorBundl
         return unproven();
     };
     let record = pb::AnchorRecord::decode(value.as_slice()).map_err(internal)?;
+    // Same version as the record: a verifier checks both proofs against one state root.
+    let (genesis_value, genesis_proof) = tree
+        .get_with_proof(version, &StateKey::genesis_digest())
+        .map_err(internal)?;
+    let genesis_digest = genesis_value
+        .and_then(|v| <[u8; 32]>::try_from(v).ok())
+        .map(Digest)
+        .ok_or_else(|| internal("the state holds no 32-byte genesis digest"))?;
     let mut epoch_changes = Vec::new();
     for (epoch, bytes) in chain.store.epoch_changes().map_err(internal)? {
         if epoch < head.epoch() {
@@ -54,6 +62,8 @@ pub fn anchor_bundle(chain: &ChainShared, digest: &Digest) -> Result<AnchorBundl
         record,
         state: head.header.state,
         state_proof,
+        genesis_digest,
+        genesis_proof,
         headers,
         commit_qc,
         epoch_changes,

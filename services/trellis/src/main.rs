@@ -59,12 +59,16 @@ enum Command {
         #[command(subcommand)]
         proof: ProofCommand,
     },
-    /// Check a proof bundle offline against the genesis file.
+    /// Check a proof bundle offline against the genesis file (docs/proof-format.md). Exit 0:
+    /// valid; 1: refused (the first broken link is named); 2: the files cannot be used.
     Verify {
         #[arg(long)]
         bundle: PathBuf,
         #[arg(long)]
         genesis: PathBuf,
+        /// One JSON line: the verdict, or the broken link's code, index and reason.
+        #[arg(long)]
+        json: bool,
     },
     /// Submit signed anchors at a fixed rate across the nodes and report committed throughput.
     Bench(bench::BenchArgs),
@@ -471,7 +475,11 @@ async fn run(cli: Cli) -> Result<i32> {
             println!("{}", serde_json::to_string_pretty(&bundle)?);
             Ok(0)
         }
-        Command::Verify { bundle, genesis } => verify(&bundle, &genesis),
+        Command::Verify {
+            bundle,
+            genesis,
+            json,
+        } => Ok(verify(&bundle, &genesis, json)),
         Command::Bench(args) => bench::run(args).await,
         Command::Key {
             key: KeyCommand::New { out, org, role },
@@ -588,28 +596,65 @@ async fn fetch_bundle(node: &str, digest: &str, timeout: u64) -> Result<serde_js
     }
 }
 
-fn verify(bundle: &std::path::Path, genesis: &std::path::Path) -> Result<i32> {
-    let genesis_text = std::fs::read_to_string(genesis)
-        .with_context(|| format!("cannot read {}", genesis.display()))?;
-    let genesis = Genesis::from_json(&genesis_text).map_err(|e| anyhow!("genesis: {e}"))?;
-    let (epoch0, _) = trellis_node::chain::genesis_epoch(&genesis)?;
-    let text = std::fs::read_to_string(bundle)
-        .with_context(|| format!("cannot read {}", bundle.display()))?;
+/// The verdict on a bundle, as `trellis verify` prints it and exits with; the codes and the JSON
+/// shape are the ones docs/proof-format.md gives every verifier.
+fn verify(bundle: &std::path::Path, genesis: &std::path::Path, json: bool) -> i32 {
+    let refused =
+        |code: i32, link: &str, index: Option<usize>, field: Option<&str>, reason: String| {
+            if json {
+                let line = serde_json::json!({
+                    "valid": false, "link": link, "index": index, "field": field, "reason": reason,
+                });
+                println!("{line}");
+            } else {
+                println!("INVALID: {reason}");
+            }
+            code
+        };
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let genesis = match read(genesis)
+        .and_then(|t| Genesis::from_json(&t).map_err(|e| format!("genesis file: {e}")))
+    {
+        Ok(g) => g,
+        Err(reason) => return refused(2, "genesis-file", None, None, reason),
+    };
+    let text = match read(bundle) {
+        Ok(t) => t,
+        Err(reason) => return refused(2, "bundle-file", None, None, reason),
+    };
     let bundle = match AnchorBundle::from_json(&text) {
         Ok(b) => b,
         Err(e) => {
-            println!("INVALID: malformed bundle: {e}");
-            return Ok(1);
+            let reason = format!("malformed bundle: {e}");
+            return refused(1, "malformed", None, e.field(), reason);
         }
     };
-    match bundle.verify(&epoch0) {
-        Ok(verdict) => {
-            println!("VALID: {verdict}");
-            Ok(0)
+    match bundle.verify(&genesis) {
+        Ok(v) => {
+            if json {
+                let line = serde_json::json!({
+                    "valid": true,
+                    "chain_id": v.chain_id,
+                    "digest": v.digest.to_hex(),
+                    "tag": v.tag,
+                    "sender": hex::encode(v.sender.0),
+                    "tx_hash": v.tx_hash.to_hex(),
+                    "state_height": v.state_height,
+                    "epoch": v.epoch,
+                    "signers": v.signers,
+                    "committee_size": v.committee_size,
+                });
+                println!("{line}");
+            } else {
+                println!("VALID: {v}");
+            }
+            0
         }
-        Err(broken) => {
-            println!("INVALID: {broken}");
-            Ok(1)
+        Err(trellis_types::BrokenLink::GenesisFile(e)) => {
+            refused(2, "genesis-file", None, None, format!("genesis file: {e}"))
         }
+        Err(broken) => refused(1, broken.code(), broken.index(), None, broken.to_string()),
     }
 }

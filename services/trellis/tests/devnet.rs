@@ -137,12 +137,31 @@ fn anchor_tx(signer: &Signer, nonce: u64, digest: Digest, tag: &str) -> Transact
     )
 }
 
-fn genesis_epoch(dir: &Path) -> trellis_consensus::EpochState {
+/// `trellis verify --json` and the Python verifier on the same files: their verdict lines.
+fn both_verifiers(bundle: &Path, genesis: &Path) -> (Value, Value) {
+    let run = |mut cmd: std::process::Command| {
+        let out = cmd.output().expect("verifier runs");
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        serde_json::from_str::<Value>(&line).unwrap_or_else(|e| panic!("{cmd:?}: {e}: {line}"))
+    };
+    let mut rust = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"));
+    rust.args(["verify", "--json", "--bundle"])
+        .arg(bundle)
+        .arg("--genesis")
+        .arg(genesis);
+    let mut python = std::process::Command::new("python3");
+    python
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../verifiers/python/trellis_verify.py"))
+        .args(["--json", "--bundle"])
+        .arg(bundle)
+        .arg("--genesis")
+        .arg(genesis);
+    (run(rust), run(python))
+}
+
+fn genesis_file(dir: &Path) -> Genesis {
     let text = std::fs::read_to_string(dir.join("genesis.json")).expect("genesis");
-    let genesis = Genesis::from_json(&text).expect("genesis parses");
-    trellis_node::chain::genesis_epoch(&genesis)
-        .expect("genesis epoch")
-        .0
+    Genesis::from_json(&text).expect("genesis parses")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -208,10 +227,53 @@ async fn anchors_commit_everywhere_and_prove_offline() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let text = serde_json::to_string(&bundle).expect("json");
-    let genesis = genesis_epoch(&net.dir);
+    let genesis = genesis_file(&net.dir);
     let parsed = AnchorBundle::from_json(&text).expect("bundle parses");
     let verdict = parsed.verify(&genesis).expect("bundle verifies");
     assert_eq!(verdict.digest, digest);
+    // `trellis verify` and the second verifier, written from docs/proof-format.md, agree on the
+    // live bundle and on a tampered copy.
+    let bundle_file = net.dir.join("bundle.json");
+    std::fs::write(&bundle_file, &text).expect("write bundle");
+    let genesis_path = net.dir.join("genesis.json");
+    let (rust, python) = both_verifiers(&bundle_file, &genesis_path);
+    assert_eq!(rust["valid"], true, "{rust}");
+    assert_eq!(rust, python);
+    assert_eq!(rust["digest"], digest.to_hex());
+    let resigned = text.replacen(&verdict.tx_hash.to_hex(), &"00".repeat(32), 1);
+    std::fs::write(&bundle_file, &resigned).expect("write bundle");
+    let (rust, python) = both_verifiers(&bundle_file, &genesis_path);
+    assert_eq!(rust["link"], "state-proof", "{rust}");
+    assert_eq!(
+        (&rust["link"], &rust["index"]),
+        (&python["link"], &python["index"])
+    );
+    // The OpenAPI document describes exactly the fields the node serves.
+    let (code, doc) = net.get(0, "/openapi.json").await;
+    assert_eq!(code, 200);
+    let keys = |v: &Value| {
+        let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+        k.sort();
+        k
+    };
+    let schemas = &doc["components"]["schemas"];
+    let answer = &doc["paths"]["/v1/anchors/{digest}"]["get"]["responses"]["200"];
+    assert_eq!(
+        answer["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/AnchorBundle"
+    );
+    for (schema, served) in [
+        ("AnchorBundle", &bundle),
+        ("AnchorRecord", &bundle["record"]),
+        ("StateCommitment", &bundle["state"]),
+    ] {
+        let props = &schemas[schema]["properties"];
+        assert_eq!(keys(props), keys(served), "{schema}");
+        let mut required: Vec<String> =
+            serde_json::from_value(schemas[schema]["required"].clone()).expect("required fields");
+        required.sort();
+        assert_eq!(required, keys(served), "{schema}: every field is required");
+    }
     let tampered = text.replacen("evidence", "evidencf", 1);
     let broken = AnchorBundle::from_json(&tampered).map(|b| b.verify(&genesis));
     assert!(!matches!(broken, Ok(Ok(_))), "tampered bundle verified");

@@ -1,15 +1,21 @@
 //! The anchor proof bundle: everything needed to show, offline and against nothing but the
-//! chain's genesis, that a digest was anchored with a given record.
+//! chain's genesis file, that a digest was anchored with a given record. The format is specified
+//! byte for byte in `docs/proof-format.md`; a second, independent verifier checks the same test
+//! vectors (`testdata/proofs/`).
 //!
-//! The chain of links, checked in this order by [`AnchorBundle::verify`]:
-//! 1. the record's canonical bytes sit under [`anchor_state_key`]`(digest)` in the state tree:
-//!    the JMT proof leads to `state.root`;
-//! 2. header 0 commits to that state (`headers[0].state == state`);
-//! 3. each header is the parent of the next, all of the bundle's chain;
-//! 4. `commit_qc` commits the last header (2-chain rule) in the last header's epoch;
-//! 5. the bundle's chain is the genesis chain, and `epoch_changes` lead from the genesis
-//!    committee to the committee of that epoch, one verified proof per epoch;
-//! 6. a quorum of that committee signed `commit_qc`.
+//! The chain of links, checked in this order by [`AnchorBundle::verify`] (the first that fails is
+//! reported, with the code [`BrokenLink::code`] both verifiers share):
+//! 1. the bundle is of the genesis file's chain, and names that file's digest;
+//! 2. the record's canonical bytes sit under [`anchor_state_key`]`(digest)` in the state tree,
+//!    and the genesis digest under [`GENESIS_STATE_KEY`]: both proofs lead to `state.root`;
+//! 3. header 0 commits to that state (`headers[0].state == state`);
+//! 4. each header is the parent of the next, one height above it, at a later round of the same
+//!    epoch or in the next epoch, all of the bundle's chain;
+//! 5. `commit_qc` commits the last header (2-chain rule, one height and round above it) in the
+//!    last header's epoch;
+//! 6. `epoch_changes` lead from the genesis committee to the committee of that epoch, one
+//!    verified proof per epoch;
+//! 7. a quorum of that committee signed `commit_qc`.
 //!
 //! A block committed implies its ancestors are, so the headers need not reach the certificate's
 //! own block. The JSON form keeps readable fields readable and every binary part as lowercase
@@ -17,6 +23,7 @@
 //! non-canonical encodings are refused), so changing any byte of a bundle either fails to parse
 //! or breaks a link.
 
+use crate::genesis::{GENESIS_STATE_KEY, Genesis, GenesisError};
 use crate::state_proof::StateProof;
 use crate::wire::{self, WireError};
 use crate::{Digest, PublicKey, pb};
@@ -24,12 +31,11 @@ use prost::Message as _;
 use serde::Deserialize;
 use std::fmt;
 use trellis_consensus::{
-    BlockHeader, CertError, Epoch, EpochChangeProof, EpochState, Height, QuorumCert,
-    StateCommitment,
+    BlockHeader, CertError, Epoch, EpochChangeProof, Height, QuorumCert, StateCommitment,
 };
 
 /// The `format` of the JSON form.
-pub const FORMAT: &str = "trellis.anchor-bundle/v1";
+pub const FORMAT: &str = "trellis.anchor-bundle/v2";
 
 /// The state key of a digest's anchor record: `anchor/` ‖ 32-byte digest. The ledger writes
 /// records under it and verifiers look them up by it, so the layout lives here.
@@ -44,6 +50,9 @@ pub struct AnchorBundle {
     pub record: pb::AnchorRecord,
     pub state: StateCommitment,
     pub state_proof: StateProof,
+    /// The genesis file's digest ([`Genesis::digest`]) and its proof under `state.root`.
+    pub genesis_digest: Digest,
+    pub genesis_proof: StateProof,
     pub headers: Vec<BlockHeader>,
     pub commit_qc: QuorumCert,
     pub epoch_changes: Vec<EpochChangeProof>,
@@ -85,10 +94,18 @@ impl fmt::Display for Verdict {
 /// The first link of the chain that does not hold.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 pub enum BrokenLink {
+    #[error("genesis file: {0}")]
+    GenesisFile(GenesisError),
     #[error("record: {0} is not 32 bytes")]
     Record(&'static str),
+    #[error("chain id differs from genesis")]
+    ChainId,
+    #[error("the bundle is of genesis {bundle}, the genesis file's digest is {file}")]
+    Genesis { bundle: Digest, file: Digest },
     #[error("state proof does not match the state root")]
     StateProof(#[source] crate::ProofError),
+    #[error("genesis proof does not match the state root")]
+    GenesisProof(#[source] crate::ProofError),
     #[error("the bundle has no headers")]
     NoHeaders,
     #[error("header 0 does not commit to the bundle's state")]
@@ -97,25 +114,60 @@ pub enum BrokenLink {
     OtherChain(usize),
     #[error("header {next} does not link to header {prev}", prev = next - 1)]
     Unlinked { next: usize },
+    #[error(
+        "header {0}'s height is not one above its parent's, or its state is not below its height"
+    )]
+    Height(usize),
+    #[error("header {0}'s epoch and round do not follow its parent's (or its round is 0)")]
+    Round(usize),
     #[error("commit certificate does not commit the last header")]
     NotCommitted,
     #[error("commit certificate is of epoch {qc}, the last header of epoch {header}")]
     EpochMismatch { qc: Epoch, header: Epoch },
-    #[error("chain id differs from genesis")]
-    ChainId,
     #[error(
-        "commit certificate of epoch {epoch} needs {} epoch changes from genesis epoch \
-         {genesis}, the bundle has {got}", epoch.saturating_sub(*genesis)
+        "commit certificate of epoch {epoch} needs {epoch} epoch changes from genesis, the \
+         bundle has {got}"
     )]
-    EpochChanges {
-        epoch: Epoch,
-        genesis: Epoch,
-        got: usize,
-    },
+    EpochChanges { epoch: Epoch, got: usize },
     #[error("epoch change {index}: {error}")]
     EpochChange { index: usize, error: CertError },
     #[error("commit certificate: {0}")]
     CommitCert(CertError),
+}
+
+impl BrokenLink {
+    /// The link's name in `docs/proof-format.md`, shared with every other verifier.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BrokenLink::GenesisFile(_) => "genesis-file",
+            BrokenLink::Record(_) => "record",
+            BrokenLink::ChainId => "chain-id",
+            BrokenLink::Genesis { .. } => "genesis",
+            BrokenLink::StateProof(_) => "state-proof",
+            BrokenLink::GenesisProof(_) => "genesis-proof",
+            BrokenLink::NoHeaders => "no-headers",
+            BrokenLink::StateNotCommitted => "state-not-committed",
+            BrokenLink::OtherChain(_) => "other-chain",
+            BrokenLink::Unlinked { .. } => "unlinked",
+            BrokenLink::Height(_) => "height",
+            BrokenLink::Round(_) => "round",
+            BrokenLink::NotCommitted => "not-committed",
+            BrokenLink::EpochMismatch { .. } => "epoch-mismatch",
+            BrokenLink::EpochChanges { .. } => "epoch-changes",
+            BrokenLink::EpochChange { .. } => "epoch-change",
+            BrokenLink::CommitCert(_) => "commit-cert",
+        }
+    }
+
+    /// The header or epoch change the link is about, where it is about one.
+    pub fn index(&self) -> Option<usize> {
+        match self {
+            BrokenLink::OtherChain(i) | BrokenLink::Height(i) | BrokenLink::Round(i) => Some(*i),
+            BrokenLink::Unlinked { next } => Some(*next),
+            BrokenLink::EpochChange { index, .. } => Some(*index),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
@@ -130,14 +182,35 @@ pub enum BundleError {
     Wire { field: String, error: WireError },
 }
 
+impl BundleError {
+    /// The JSON field the error is about, if one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            BundleError::Json(_) => None,
+            BundleError::Format(_) => Some("format"),
+            BundleError::Field { field, .. } | BundleError::Wire { field, .. } => Some(field),
+        }
+    }
+}
+
 impl AnchorBundle {
-    /// Checks every link from the record to `genesis` (see the module docs for the order). Only
-    /// the genesis chain id, epoch and committee are used.
-    pub fn verify(&self, genesis: &EpochState) -> Result<Verdict, BrokenLink> {
+    /// Checks every link from the record to `genesis` (see the module docs for the order).
+    pub fn verify(&self, genesis: &Genesis) -> Result<Verdict, BrokenLink> {
         let sender = <[u8; 32]>::try_from(self.record.sender.as_slice())
             .map_err(|_| BrokenLink::Record("sender"))?;
         let tx_hash = <[u8; 32]>::try_from(self.record.tx_hash.as_slice())
             .map_err(|_| BrokenLink::Record("tx_hash"))?;
+        let genesis_committee = genesis.committee().map_err(BrokenLink::GenesisFile)?;
+        let genesis_digest = genesis.digest().map_err(BrokenLink::GenesisFile)?;
+        if self.chain_id != genesis.chain_id {
+            return Err(BrokenLink::ChainId);
+        }
+        if self.genesis_digest != genesis_digest {
+            return Err(BrokenLink::Genesis {
+                bundle: self.genesis_digest,
+                file: genesis_digest,
+            });
+        }
         self.state_proof
             .verify(
                 &self.state.root,
@@ -145,24 +218,19 @@ impl AnchorBundle {
                 Some(&self.record.encode_to_vec()),
             )
             .map_err(BrokenLink::StateProof)?;
-        let last = self.headers.last().ok_or(BrokenLink::NoHeaders)?;
-        if self.headers[0].state != self.state {
-            return Err(BrokenLink::StateNotCommitted);
-        }
-        if let Some(i) = self
-            .headers
-            .iter()
-            .position(|h| h.chain_id != self.chain_id)
-        {
-            return Err(BrokenLink::OtherChain(i));
-        }
-        if let Some(i) =
-            (1..self.headers.len()).find(|i| self.headers[*i].parent_id != self.headers[i - 1].id())
-        {
-            return Err(BrokenLink::Unlinked { next: i });
-        }
+        self.genesis_proof
+            .verify(
+                &self.state.root,
+                GENESIS_STATE_KEY,
+                Some(&self.genesis_digest.0),
+            )
+            .map_err(BrokenLink::GenesisProof)?;
+        let last = self.check_headers()?;
         let vd = &self.commit_qc.vote_data;
-        if vd.commits() != Some(last.id()) {
+        if vd.commits() != Some(last.id())
+            || vd.parent_round != last.round
+            || last.height.checked_add(1) != Some(vd.height)
+        {
             return Err(BrokenLink::NotCommitted);
         }
         if vd.epoch != last.epoch {
@@ -171,19 +239,14 @@ impl AnchorBundle {
                 header: last.epoch,
             });
         }
-        if self.chain_id != genesis.chain_id {
-            return Err(BrokenLink::ChainId);
-        }
-        let changes = vd.epoch.checked_sub(genesis.epoch);
-        if changes != Some(self.epoch_changes.len() as u64) {
+        if vd.epoch != self.epoch_changes.len() as u64 {
             return Err(BrokenLink::EpochChanges {
                 epoch: vd.epoch,
-                genesis: genesis.epoch,
                 got: self.epoch_changes.len(),
             });
         }
-        let mut committee = &genesis.committee;
-        for (index, (proof, epoch)) in self.epoch_changes.iter().zip(genesis.epoch..).enumerate() {
+        let mut committee = &genesis_committee;
+        for (index, (proof, epoch)) in self.epoch_changes.iter().zip(0..).enumerate() {
             committee = proof
                 .verify(&self.chain_id, epoch, committee)
                 .map_err(|error| BrokenLink::EpochChange { index, error })?;
@@ -204,6 +267,49 @@ impl AnchorBundle {
         })
     }
 
+    /// Links 3 and 4 of the module docs; returns the last header.
+    fn check_headers(&self) -> Result<&BlockHeader, BrokenLink> {
+        let headers = &self.headers;
+        let last = headers.last().ok_or(BrokenLink::NoHeaders)?;
+        if headers[0].state != self.state {
+            return Err(BrokenLink::StateNotCommitted);
+        }
+        if let Some(i) = headers.iter().position(|h| h.chain_id != self.chain_id) {
+            return Err(BrokenLink::OtherChain(i));
+        }
+        let pairs = || {
+            headers
+                .windows(2)
+                .enumerate()
+                .map(|(i, w)| (i + 1, &w[0], &w[1]))
+        };
+        if let Some((next, ..)) = pairs().find(|(_, prev, h)| h.parent_id != prev.id()) {
+            return Err(BrokenLink::Unlinked { next });
+        }
+        // Each check runs over all headers before the next: the first broken link is the first
+        // header breaking the earliest rule, as docs/proof-format.md orders them.
+        let parent = |i: usize| i.checked_sub(1).map(|p| &headers[p]);
+        let height_ok = |i: usize, h: &BlockHeader| {
+            h.state.height < h.height
+                && parent(i).is_none_or(|p| p.height.checked_add(1) == Some(h.height))
+        };
+        if let Some(i) = (0..headers.len()).find(|&i| !height_ok(i, &headers[i])) {
+            return Err(BrokenLink::Height(i));
+        }
+        // Rounds rise within an epoch and start again in the next (whose root is round 0).
+        let round_ok = |i: usize, h: &BlockHeader| {
+            h.round > 0
+                && parent(i).is_none_or(|p| {
+                    (h.epoch == p.epoch && h.round > p.round)
+                        || p.epoch.checked_add(1) == Some(h.epoch)
+                })
+        };
+        if let Some(i) = (0..headers.len()).find(|&i| !round_ok(i, &headers[i])) {
+            return Err(BrokenLink::Round(i));
+        }
+        Ok(last)
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "format": FORMAT,
@@ -216,6 +322,8 @@ impl AnchorBundle {
             },
             "state": { "height": self.state.height, "root": hex::encode(self.state.root.0) },
             "state_proof": hex::encode(wire::encode_state_proof(&self.state_proof)),
+            "genesis_digest": hex::encode(self.genesis_digest.0),
+            "genesis_proof": hex::encode(wire::encode_state_proof(&self.genesis_proof)),
             "headers": self.headers.iter().map(|h| hex::encode(wire::encode_header(h))).collect::<Vec<_>>(),
             "commit_qc": hex::encode(wire::encode_qc(&self.commit_qc)),
             "epoch_changes": self
@@ -258,6 +366,8 @@ impl AnchorBundle {
                 root: Digest(fixed(&j.state.root, "state.root")?),
             },
             state_proof: decoded(&j.state_proof, "state_proof", wire::decode_state_proof)?,
+            genesis_digest: Digest(fixed(&j.genesis_digest, "genesis_digest")?),
+            genesis_proof: decoded(&j.genesis_proof, "genesis_proof", wire::decode_state_proof)?,
             headers,
             commit_qc: decoded(&j.commit_qc, "commit_qc", wire::decode_qc)?,
             epoch_changes,
@@ -274,6 +384,8 @@ struct BundleJson {
     record: RecordJson,
     state: StateJson,
     state_proof: String,
+    genesis_digest: String,
+    genesis_proof: String,
     headers: Vec<String>,
     commit_qc: String,
     epoch_changes: Vec<String>,

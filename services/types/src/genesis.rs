@@ -10,7 +10,9 @@ use crate::pb::Role;
 use crate::tx::DEFAULT_MAX_TX_BYTES;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use trellis_consensus::{Committee, EpochState, PublicKey, StateCommitment};
+use trellis_consensus::crypto::is_strong_key;
+use trellis_consensus::types::Encoder;
+use trellis_consensus::{Committee, Digest, EpochState, PublicKey, StateCommitment};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,18 +90,36 @@ fn field(field: impl Into<String>, reason: impl Into<String>) -> GenesisError {
     }
 }
 
+/// The state key under which the genesis state holds [`Genesis::digest`]: the node writes it at
+/// version 0 and nothing writes it again (applications never write under `chain/`).
+pub const GENESIS_STATE_KEY: &[u8] = b"chain/genesis";
+
+fn len_u32(n: usize, name: &str) -> Result<u32, GenesisError> {
+    u32::try_from(n).map_err(|_| field(name, "has more than 2^32 - 1 entries"))
+}
+
 /// About a day of blocks on an idle network (one block every 200 ms).
 pub const DEFAULT_PROPOSAL_TTL_BLOCKS: u64 = 432_000;
 
 /// Longest chain id, in characters.
 pub const MAX_CHAIN_ID_CHARS: usize = 64;
 
+/// A 32-byte hex key that only its holder can sign for ([`is_strong_key`]): consensus keys and
+/// account keys alike are checked with ZIP-215, which accepts forgeries for weak keys.
 fn key(hex_key: &str, name: &str) -> Result<PublicKey, GenesisError> {
-    hex::decode(hex_key)
+    let key = hex::decode(hex_key)
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
         .map(PublicKey)
-        .ok_or_else(|| field(name, "not 32 bytes of hex"))
+        .ok_or_else(|| field(name, "not 32 bytes of hex"))?;
+    if !is_strong_key(&key) {
+        return Err(field(
+            name,
+            "not a strong ed25519 key (a canonical encoding of a point of prime order, not the \
+             identity): anyone could sign for it",
+        ));
+    }
+    Ok(key)
 }
 
 fn role(s: &str) -> Option<Role> {
@@ -229,6 +249,42 @@ impl Genesis {
                 Ok((k, a.org.clone(), r))
             })
             .collect()
+    }
+
+    /// The genesis digest: SHA-256 of the file's canonical encoding (docs/proof-format.md,
+    /// "The genesis digest"). The node writes it into the genesis state under
+    /// [`GENESIS_STATE_KEY`], so every state root of the chain commits to the whole file and a
+    /// verifier given another genesis (other accounts, roles or parameters) refuses the proof.
+    /// Keys enter as their bytes, parameters with their defaults applied, so the digest is that
+    /// of the file's meaning, not of its spelling.
+    pub fn digest(&self) -> Result<Digest, GenesisError> {
+        let mut e = Encoder::new("trellis/genesis-file/v1");
+        e.bytes(self.chain_id.as_bytes()).u64(self.genesis_time_ms);
+        e.u32(len_u32(self.validators.len(), "validators")?);
+        for (i, v) in self.validators.iter().enumerate() {
+            let k = key(&v.consensus_key, &format!("validators[{i}].consensus_key"))?;
+            e.bytes(v.name.as_bytes()).fixed(&k.0);
+        }
+        e.u32(len_u32(self.accounts.len(), "accounts")?);
+        for (i, a) in self.accounts.iter().enumerate() {
+            let k = key(&a.public_key, &format!("accounts[{i}].public_key"))?;
+            e.bytes(a.name.as_bytes())
+                .bytes(a.org.as_bytes())
+                .bytes(a.role.as_bytes())
+                .fixed(&k.0);
+        }
+        let p = &self.params;
+        e.u64(p.max_tx_bytes)
+            .u64(p.max_block_txs)
+            .u64(p.max_block_bytes);
+        match p.epoch_length_blocks {
+            None => e.u8(0),
+            Some(n) => e.u8(1).u64(n),
+        };
+        e.u32(p.approval_num)
+            .u32(p.approval_den)
+            .u64(p.proposal_ttl_blocks);
+        Ok(e.hash())
     }
 
     /// Epoch 0 of the chain, whose root commits to `state`, the application's genesis state

@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use trellis_consensus::{CertError, EpochState};
-use trellis_types::{AnchorBundle, BrokenLink, Digest, anchor_state_key};
+use trellis_consensus::{CertError, VoteData};
+use trellis_types::{AnchorBundle, BrokenLink, Digest, Genesis, anchor_state_key};
 
 fn json(b: &AnchorBundle) -> String {
     b.to_json().to_string()
@@ -25,7 +25,7 @@ fn a_real_bundle_verifies_and_round_trips_through_json() {
     let w = World::new();
     for i in 0..w.anchored.len() {
         let bundle = w.bundle(i);
-        let verdict = bundle.verify(&w.genesis).expect("verifies");
+        let verdict = bundle.verify(&w.genesis_file).expect("verifies");
         assert_eq!(verdict.digest, w.anchored[i].0);
         assert_eq!(verdict.tag, format!("invoice-2026-{i:04}"));
         assert_eq!((verdict.epoch, verdict.state_height), (1, 1));
@@ -35,7 +35,7 @@ fn a_real_bundle_verifies_and_round_trips_through_json() {
     }
     let line = w
         .bundle(0)
-        .verify(&w.genesis)
+        .verify(&w.genesis_file)
         .expect("verifies")
         .to_string();
     assert!(line.contains(&Digest([0xd0; 32]).to_hex()), "{line}");
@@ -61,7 +61,7 @@ fn every_flipped_bit_of_the_json_is_caught() {
                 Err(_) => unparsed += 1,
                 Ok(b) => {
                     assert!(
-                        b.verify(&w.genesis).is_err(),
+                        b.verify(&w.genesis_file).is_err(),
                         "byte {i} ({:?}) with bit {bit} flipped still verifies",
                         &text[i.saturating_sub(20)..(i + 20).min(text.len())]
                     );
@@ -78,21 +78,138 @@ fn every_flipped_bit_of_the_json_is_caught() {
     assert!(refused > 1_000, "{refused} reached verification");
 }
 
+/// A genesis file is bound whole: other accounts, roles, parameters or names are another chain's
+/// genesis, even with the same chain id and committee. (Before the genesis digest was in the
+/// state, every one of these verified.)
 #[test]
-fn another_genesis_is_refused() {
+fn a_genesis_with_other_accounts_roles_or_parameters_is_refused() {
     let w = World::new();
     let bundle = w.bundle(0);
-    let strangers: Vec<_> = (10..14).map(signer).collect();
-    let other = EpochState::genesis(CHAIN, committee(&strangers), 1_000);
-    assert!(matches!(
-        bundle.verify(&other),
-        Err(BrokenLink::EpochChange {
-            index: 0,
-            error: CertError::BadSignature
-        })
-    ));
-    let other_chain = EpochState::genesis("another-chain", committee(&w.old), 1_000);
+    type Edit = (&'static str, fn(&mut Genesis));
+    let edits: [Edit; 7] = [
+        ("a role", |g| g.accounts[1].role = "regulator".into()),
+        ("an account less", |g| {
+            g.accounts.pop();
+        }),
+        ("an org", |g| g.accounts[0].org = "org-9".into()),
+        ("a parameter", |g| g.params.max_block_txs += 1),
+        ("epoch length", |g| g.params.epoch_length_blocks = Some(100)),
+        ("genesis time", |g| g.genesis_time_ms += 1),
+        ("a validator's name", |g| {
+            g.validators[0].name = "v-one".into()
+        }),
+    ];
+    for (what, edit) in edits {
+        let mut other = w.genesis_file.clone();
+        edit(&mut other);
+        other.validate().expect("still a valid genesis");
+        assert!(
+            matches!(bundle.verify(&other), Err(BrokenLink::Genesis { .. })),
+            "{what}"
+        );
+        // Naming the other file's digest does not help: the state holds the real one.
+        let claimed = AnchorBundle {
+            genesis_digest: other.digest().expect("valid"),
+            ..bundle.clone()
+        };
+        let err = claimed.verify(&other).expect_err(what);
+        assert_eq!(err.code(), "genesis-proof", "{what}: {err}");
+    }
+    // The same meaning spelled otherwise (uppercase hex keys, defaults written out) is the same
+    // genesis.
+    let mut respelled = w.genesis_file.clone();
+    for v in &mut respelled.validators {
+        v.consensus_key = v.consensus_key.to_uppercase();
+    }
+    let text = respelled.to_json_pretty();
+    let reparsed = Genesis::from_json(&text).expect("parses");
+    assert!(bundle.verify(&reparsed).is_ok());
+
+    let mut other_chain = w.genesis_file.clone();
+    other_chain.chain_id = "another-chain".into();
     assert_eq!(bundle.verify(&other_chain), Err(BrokenLink::ChainId));
+    let mut strangers = w.genesis_file.clone();
+    for (i, v) in strangers.validators.iter_mut().enumerate() {
+        v.consensus_key = hex::encode(signer(10 + i as u8).public_key().0);
+    }
+    assert_eq!(
+        bundle.verify(&strangers).map_err(|e| e.code()),
+        Err("genesis")
+    );
+}
+
+/// Headers linked by id and certified by a quorum must still follow the height and round rules.
+/// (Before these checks, each of these bundles verified.)
+#[test]
+fn heights_and_rounds_are_checked_along_the_headers_and_to_the_certified_block() {
+    let w = World::new();
+    let good = w.hand_bundle(0, &[(1, 1, 3), (1, 2, 4), (1, 3, 5)]);
+    assert!(good.verify(&w.genesis_file).is_ok(), "the positive control");
+    /// Headers as `(epoch, round, height)`, and the link they break.
+    type Case = (&'static [(u64, u64, u64)], BrokenLink);
+    let cases: [Case; 6] = [
+        (&[(1, 1, 3), (1, 2, 5), (1, 3, 6)], BrokenLink::Height(1)),
+        (&[(1, 1, 3), (1, 2, 3)], BrokenLink::Height(1)),
+        (&[(1, 1, 1), (1, 2, 2)], BrokenLink::Height(0)),
+        (&[(1, 1, 3), (1, 1, 4), (1, 2, 5)], BrokenLink::Round(1)),
+        (&[(1, 0, 3), (1, 2, 4)], BrokenLink::Round(0)),
+        (&[(1, 5, 3), (1, 4, 4)], BrokenLink::Round(1)),
+    ];
+    for (spec, want) in cases {
+        let got = w.hand_bundle(0, spec).verify(&w.genesis_file);
+        assert_eq!(got, Err(want), "{spec:?}");
+    }
+    // The certified block: one height above the last header, its recorded parent round the last
+    // header's round.
+    let (headers, _) = w.hand_chain(&[(1, 1, 3), (1, 2, 4)]);
+    let last = headers.last().expect("two headers");
+    let vd = |height: u64, parent_round: u64| VoteData {
+        epoch: 1,
+        round: parent_round + 1,
+        height,
+        block_id: Digest::of(b"child"),
+        parent_id: last.id(),
+        parent_round,
+        ends_epoch: false,
+    };
+    for (data, ok) in [(vd(5, 2), true), (vd(6, 2), false), (vd(5, 7), false)] {
+        let bundle = AnchorBundle {
+            headers: headers.clone(),
+            commit_qc: w.sign(data, &w.new, &[0, 2, 3]),
+            ..w.bundle(0)
+        };
+        let got = bundle.verify(&w.genesis_file);
+        if ok {
+            assert!(got.is_ok(), "{data:?}");
+        } else {
+            assert_eq!(got, Err(BrokenLink::NotCommitted), "{data:?}");
+        }
+    }
+}
+
+/// A committee holding a key anyone can sign for: two honest signatures and one forged make a
+/// quorum of four. (Before weak keys were refused, this genesis parsed and the bundle verified.)
+#[test]
+fn a_genesis_with_a_weak_consensus_key_is_refused() {
+    let w = World::new();
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let mut weak = w.genesis_file.clone();
+    weak.validators[3].consensus_key = hex::encode(identity);
+    let err = Genesis::from_json(&weak.to_json_pretty()).expect_err("weak key");
+    assert!(
+        err.to_string()
+            .starts_with("validators[3].consensus_key: not a strong ed25519 key"),
+        "{err}"
+    );
+    assert!(matches!(
+        w.bundle(0).verify(&weak),
+        Err(BrokenLink::GenesisFile(_))
+    ));
+    // Account keys are checked with the same signature rule: refused too.
+    let mut weak_account = w.genesis_file.clone();
+    weak_account.accounts[0].public_key = hex::encode(identity);
+    assert!(weak_account.validate().is_err());
 }
 
 #[test]
@@ -100,7 +217,7 @@ fn a_certificate_below_quorum_is_refused() {
     let w = World::new();
     let mut bundle = w.bundle(0);
     bundle.commit_qc = certify(&w.epoch1[3], &w.new, &[0, 2]);
-    let err = bundle.verify(&w.genesis).expect_err("two of four");
+    let err = bundle.verify(&w.genesis_file).expect_err("two of four");
     assert_eq!(
         err,
         BrokenLink::CommitCert(CertError::NoQuorum { got: 2, want: 3 })
@@ -112,7 +229,7 @@ fn a_certificate_below_quorum_is_refused() {
     // Signed by the right number of the wrong committee (the old one).
     bundle.commit_qc = certify(&w.epoch1[3], &w.old, &[0, 1, 2]);
     assert_eq!(
-        bundle.verify(&w.genesis),
+        bundle.verify(&w.genesis_file),
         Err(BrokenLink::CommitCert(CertError::BadSignature))
     );
 }
@@ -122,7 +239,7 @@ fn a_missing_epoch_change_is_refused() {
     let w = World::new();
     let mut bundle = w.bundle(0);
     bundle.epoch_changes.clear();
-    let err = bundle.verify(&w.genesis).expect_err("missing");
+    let err = bundle.verify(&w.genesis_file).expect_err("missing");
     assert!(
         matches!(err, BrokenLink::EpochChanges { got: 0, .. }),
         "{err}"
@@ -132,7 +249,7 @@ fn a_missing_epoch_change_is_refused() {
     wrong.commit_qc = certify(&w.epoch0[2], &w.old, &[0, 1, 3]);
     bundle.epoch_changes = vec![wrong];
     assert_eq!(
-        bundle.verify(&w.genesis).map_err(|e| e.to_string()),
+        bundle.verify(&w.genesis_file).map_err(|e| e.to_string()),
         Err("epoch change 0: epoch-change proof: certificate does not commit the chain".into())
     );
 }
@@ -141,7 +258,7 @@ fn a_missing_epoch_change_is_refused() {
 fn each_broken_link_is_named() {
     let w = World::new();
     let check = |b: AnchorBundle, want: &str| {
-        let got = b.verify(&w.genesis).map_err(|e| e.to_string());
+        let got = b.verify(&w.genesis_file).map_err(|e| e.to_string());
         assert_eq!(got, Err(want.to_string()));
     };
 
@@ -156,7 +273,7 @@ fn each_broken_link_is_named() {
     // Every epoch-1 header commits to the same state: dropping header 0 still proves it.
     let mut b = w.bundle(0);
     b.headers.remove(0);
-    assert!(b.verify(&w.genesis).is_ok());
+    assert!(b.verify(&w.genesis_file).is_ok());
     let mut b = w.bundle(0);
     b.state.height = 0;
     check(b, "header 0 does not commit to the bundle's state");

@@ -7,7 +7,7 @@ use crate::state_tree::{MemoryTreeStore, StateTree};
 use serde::{Deserialize, Serialize};
 use trellis_consensus::{CommittedHead, Committee, EpochState, StateCommitment};
 use trellis_ledger::beacon::{BeaconGenesis, GenesisAccount, Governance};
-use trellis_ledger::state::WriteSet;
+use trellis_ledger::state::{StateKey, WriteSet};
 use trellis_types::genesis::Genesis;
 use trellis_types::{Digest, PublicKey};
 
@@ -120,11 +120,17 @@ pub fn beacon_genesis(genesis: &Genesis) -> Result<BeaconGenesis, ChainError> {
     })
 }
 
-/// The genesis epoch, whose root commits to the genesis state root (version 0).
+/// The genesis epoch, whose root commits to the genesis state root (version 0): the
+/// application's genesis writes and the genesis file's digest, which binds every later state root
+/// (and so every proof) to the whole file.
 pub fn genesis_epoch(genesis: &Genesis) -> Result<(EpochState, WriteSet), ChainError> {
-    let writes = beacon_genesis(genesis)?
+    let mut writes = beacon_genesis(genesis)?
         .write_set()
         .map_err(|e| ChainError::Genesis(e.to_string()))?;
+    let digest = genesis
+        .digest()
+        .map_err(|e| ChainError::Genesis(e.to_string()))?;
+    writes.insert(StateKey::genesis_digest(), Some(digest.0.to_vec()));
     let mut tree = StateTree::new(MemoryTreeStore::default());
     let root = tree.apply(0, &writes)?;
     let committee = genesis

@@ -7,15 +7,19 @@
 
 #![allow(dead_code)]
 
+pub mod vectors;
+
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use trellis_consensus::crypto::{MessageKind, signing_bytes};
 use trellis_consensus::types::payload_digest;
 use trellis_consensus::{
     Block, BlockHeader, Committee, EpochChangeProof, EpochState, QuorumCert, SignerBitmap,
-    StateCommitment, TimeoutCert, TimeoutVote, Vote,
+    StateCommitment, TimeoutCert, TimeoutVote, Vote, VoteData,
 };
+use trellis_types::genesis::{GENESIS_STATE_KEY, GenesisAccountEntry, GenesisValidator};
 use trellis_types::state_proof::key_hash;
+use trellis_types::{ChainParams, Genesis};
 use trellis_types::{Digest, Signer, StateProof};
 
 pub const CHAIN: &str = "trellis-test";
@@ -214,9 +218,36 @@ impl Smt {
     }
 }
 
+/// The genesis file of [`World`]: validators 1..=4, three member accounts.
+pub fn genesis_file(old: &[Signer]) -> Genesis {
+    Genesis {
+        chain_id: CHAIN.into(),
+        genesis_time_ms: 1_000,
+        validators: old
+            .iter()
+            .enumerate()
+            .map(|(i, s)| GenesisValidator {
+                name: format!("validator-{}", i + 1),
+                consensus_key: hex::encode(s.public_key().0),
+            })
+            .collect(),
+        accounts: (1..=3u8)
+            .map(|a| GenesisAccountEntry {
+                name: format!("member-{a}"),
+                org: format!("org-{a}"),
+                role: "member".into(),
+                public_key: hex::encode(signer(0x40 + a).public_key().0),
+            })
+            .collect(),
+        params: ChainParams::default(),
+    }
+}
+
 /// A two-epoch chain: epoch 0 (validators 1..=4) ends at block `ending`, handing over to epoch 1
 /// (validators 3..=6), whose first blocks commit to a state holding a few anchors.
 pub struct World {
+    /// The genesis file, and the epoch it starts (whose root commits to the genesis state).
+    pub genesis_file: Genesis,
     pub genesis: EpochState,
     pub old: Vec<Signer>,
     pub new: Vec<Signer>,
@@ -234,15 +265,22 @@ impl World {
         use prost::Message as _;
         let old: Vec<Signer> = (1..=4).map(signer).collect();
         let new: Vec<Signer> = (3..=6).map(signer).collect();
+        let genesis_file = genesis_file(&old);
+        genesis_file.validate().expect("a valid genesis");
         let mut smt = Smt::default();
         for a in 1..=3u8 {
-            smt.insert(&[b"acct/".as_slice(), &[a; 32]].concat(), b"account");
+            let key = signer(0x40 + a).public_key();
+            smt.insert(&[b"acct/".as_slice(), &key.0].concat(), b"account");
         }
+        let genesis_digest = genesis_file.digest().expect("a valid genesis");
+        smt.insert(GENESIS_STATE_KEY, &genesis_digest.0);
         let genesis_state = StateCommitment {
             height: 0,
             root: smt.root(),
         };
-        let genesis = EpochState::genesis_with_state(CHAIN, committee(&old), 1_000, genesis_state);
+        let genesis = genesis_file
+            .epoch_state(genesis_state)
+            .expect("a valid genesis");
         let mut anchored = Vec::new();
         for i in 0..5u8 {
             let digest = Digest([0xd0 + i; 32]);
@@ -288,6 +326,7 @@ impl World {
             epoch1.push(b);
         }
         World {
+            genesis_file,
             genesis,
             old,
             new,
@@ -310,11 +349,84 @@ impl World {
             chain_id: CHAIN.into(),
             digest,
             state_proof: self.smt.prove(&trellis_types::anchor_state_key(&digest)),
+            genesis_digest: self.genesis_file.digest().expect("a valid genesis"),
+            genesis_proof: self.smt.prove(GENESIS_STATE_KEY),
             record,
             state: headers[0].state,
             headers,
             commit_qc: self.epoch1_qcs[4].clone(),
             epoch_changes: vec![self.epoch_change.clone()],
+        }
+    }
+}
+
+impl World {
+    /// Headers built by hand, each `(epoch, round, height)` the parent of the next, from epoch 1's
+    /// root, all committing to the anchors' state; and a certificate by epoch 1's committee that
+    /// commits the last under the 2-chain rule. This is what a quorum could sign whether or not
+    /// the heights and rounds follow the rules, so a verifier must check them itself.
+    pub fn hand_chain(&self, spec: &[(u64, u64, u64)]) -> (Vec<BlockHeader>, QuorumCert) {
+        let state = self.epoch1[0].header.state;
+        let mut parent = self.epoch1[0].header.parent_id;
+        let mut headers = Vec::new();
+        for &(epoch, round, height) in spec {
+            let header = BlockHeader {
+                chain_id: CHAIN.into(),
+                epoch,
+                round,
+                height,
+                parent_id: parent,
+                qc_digest: Digest::of(&parent.0),
+                author: (round % 4) as u32,
+                timestamp_ms: 200_000 + round * 500,
+                payload_digest: payload_digest(b""),
+                state,
+                next_committee: None,
+            };
+            parent = header.id();
+            headers.push(header);
+        }
+        let last = headers.last().expect("a non-empty spec");
+        let vote_data = VoteData {
+            epoch: last.epoch,
+            round: last.round + 1,
+            height: last.height + 1,
+            block_id: Digest::of(b"the certified child"),
+            parent_id: last.id(),
+            parent_round: last.round,
+            ends_epoch: false,
+        };
+        (headers, self.sign(vote_data, &self.new, &[0, 2, 3]))
+    }
+
+    /// The bytes every signature of `bundle`'s commit certificate signs.
+    pub fn commit_message(&self, bundle: &trellis_types::AnchorBundle) -> Vec<u8> {
+        Vote::signing_bytes(CHAIN, &bundle.commit_qc.vote_data)
+    }
+
+    /// A certificate over `vote_data` by `signers` at `indices` (ascending).
+    pub fn sign(&self, vote_data: VoteData, signers: &[Signer], indices: &[u32]) -> QuorumCert {
+        let msg = Vote::signing_bytes(CHAIN, &vote_data);
+        let mut bitmap = SignerBitmap::new(signers.len());
+        let mut signatures = Vec::new();
+        for &i in indices {
+            bitmap.set(i);
+            signatures.push(signers[i as usize].sign(&msg));
+        }
+        QuorumCert {
+            vote_data,
+            signers: bitmap,
+            signatures,
+        }
+    }
+
+    /// Bundle `i` with its headers and certificate replaced by [`World::hand_chain`]'s.
+    pub fn hand_bundle(&self, i: usize, spec: &[(u64, u64, u64)]) -> trellis_types::AnchorBundle {
+        let (headers, commit_qc) = self.hand_chain(spec);
+        trellis_types::AnchorBundle {
+            headers,
+            commit_qc,
+            ..self.bundle(i)
         }
     }
 }
