@@ -225,8 +225,15 @@ async fn approve(st: &AppState, caller: &Caller, row: &ApplicationRow) -> ApiRes
             .map_or(Status::Pending, |r| r.status);
         return Err(not_pending(status));
     }
-    let org_key = crate::domain::OrgPublicKey::parse(&row.org_public_key, "org_public_key")
-        .map_err(Problem::internal)?;
+    // An application stored before weak keys were refused may hold one: the chain would refuse
+    // the admission, so the approval is refused, naming the field (the reviewer rejects it).
+    let org_key = match crate::domain::OrgPublicKey::parse(&row.org_public_key, "org_public_key") {
+        Ok(k) => k,
+        Err(e) => {
+            tx.rollback().await?;
+            return Err(Problem::unprocessable(e.field, e.reason));
+        }
+    };
     let org = trellis_types::OrgId::parse(&row.credit_code, "org").map_err(Problem::internal)?;
     outbox::enqueue_admission(
         &mut tx,

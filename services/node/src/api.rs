@@ -464,7 +464,11 @@ async fn block_at(
 #[derive(ToSchema)]
 #[schema(as = AnchorBundle)]
 pub struct AnchorBundleSchema {
-    /// `trellis.anchor-bundle/v2`.
+    /// `trellis.anchor-bundle/v2`; a verifier refuses any other value.
+    #[schema(
+        pattern = "^trellis\\.anchor-bundle/v2$",
+        example = "trellis.anchor-bundle/v2"
+    )]
     format: String,
     chain_id: String,
     /// The anchored digest, 32 bytes.
@@ -516,7 +520,7 @@ pub struct StateSchema {
 
 /// An anchor and the proof bundle that lets anyone check it offline against the genesis file.
 #[utoipa::path(get, path = "/v1/anchors/{digest}", params(("digest" = String, Path)),
-    responses((status = 200, description = "the anchor's proof bundle, which holds its record", body = AnchorBundleSchema), (status = 400, body = Problem),
+    responses((status = 200, description = "the anchor's proof bundle, which holds its record", body = AnchorBundleSchema), (status = 400, body = Problem), (status = 500, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn anchor(State(st): St, Path(digest): Path<String>) -> Result<Response, Problem> {
     let d = parse_digest(&digest, "digest")?;

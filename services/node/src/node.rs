@@ -362,7 +362,15 @@ impl RunningNode {
             min_block_interval_ms: t.min_block_interval_ms,
             ..ChainConfig::default()
         };
-        let (driver, shared) = Driver::open(&genesis, signer, &chain_config, store, net)?;
+        let (driver, shared) =
+            match Driver::open(&genesis, signer, &chain_config, store, net.clone()) {
+                Ok(opened) => opened,
+                Err(e) => {
+                    // A node that does not start leaves its address free to start again.
+                    net.shutdown().await;
+                    return Err(e.into());
+                }
+            };
         let (driver_tx, driver_rx) = mpsc::channel(4_096);
         let mut tasks = Vec::new();
         if !config.tls.crls.is_empty() {

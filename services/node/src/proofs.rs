@@ -43,9 +43,13 @@ pub fn anchor_bundle(chain: &ChainShared, digest: &Digest) -> Result<AnchorBundl
     };
     let record = pb::AnchorRecord::decode(value.as_slice()).map_err(internal)?;
     // Same version as the record: a verifier checks both proofs against one state root.
-    let (genesis_value, genesis_proof) = tree
-        .get_with_proof(version, &StateKey::genesis_digest())
-        .map_err(internal)?;
+    let (genesis_value, genesis_proof) =
+        match tree.get_with_proof(version, &StateKey::genesis_digest()) {
+            Ok(found) => found,
+            // Pruned or not yet readable between the two reads: as for the record.
+            Err(StateTreeError::NoSuchVersion(_)) => return Err(not_yet_provable()),
+            Err(e) => return Err(internal(e)),
+        };
     let genesis_digest = genesis_value
         .and_then(|v| <[u8; 32]>::try_from(v).ok())
         .map(Digest)

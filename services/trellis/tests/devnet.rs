@@ -300,7 +300,20 @@ async fn anchors_commit_everywhere_and_prove_offline() {
     for n in net.nodes.iter_mut() {
         n.take().expect("running").shutdown().await;
     }
-    let config = load_config(&net.network.nodes[1].config);
+    // The same chain id with another parameter is another genesis: the node refuses its store.
+    let mut config = load_config(&net.network.nodes[1].config);
+    let mut other = genesis.clone();
+    other.params.max_block_txs += 1;
+    let other_path = net.dir.join("other-genesis.json");
+    std::fs::write(&other_path, other.to_json_pretty()).expect("write genesis");
+    let real_path = std::mem::replace(&mut config.genesis, other_path);
+    let refused = RunningNode::start(config.clone()).await;
+    let err = refused
+        .err()
+        .expect("another genesis is refused")
+        .to_string();
+    assert!(err.contains("made from another genesis"), "{err}");
+    config.genesis = real_path;
     net.nodes[1] = Some(RunningNode::start(config).await.expect("restart"));
     let (code, v) = net
         .get(1, &format!("/v1/anchors/{}", digest.to_hex()))

@@ -183,10 +183,10 @@ fn collect(v: &Value, path: String, out: &mut Vec<String>) {
 }
 
 /// The verifier's library, as `trellis verify` runs it, in the manifest's terms.
-fn rust_verdict(genesis: &trellis_types::Genesis, text: &str) -> Value {
+fn rust_verdict(genesis: &trellis_types::GenesisTrust, text: &str) -> Value {
     match trellis_types::AnchorBundle::from_json(text) {
         Err(_) => json!({"valid": false, "link": "malformed", "index": null}),
-        Ok(b) => match b.verify(genesis) {
+        Ok(b) => match b.verify_against(genesis) {
             Ok(_) => json!({"valid": true}),
             Err(e) => json!({"valid": false, "link": e.code(), "index": e.index()}),
         },
@@ -207,6 +207,7 @@ fn every_bit_flip_of_the_valid_vectors_is_refused_by_both_with_the_same_first_br
             &std::fs::read_to_string(&genesis_path).expect("genesis"),
         )
         .expect("a valid genesis");
+        let genesis = trellis_types::GenesisTrust::new(&genesis).expect("a valid genesis");
         let text =
             std::fs::read_to_string(vectors_dir().join(v["bundle"].as_str().expect("bundle")))
                 .expect("bundle");

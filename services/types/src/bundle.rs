@@ -172,7 +172,7 @@ impl BrokenLink {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 pub enum BundleError {
-    #[error("bundle is not valid JSON: {0}")]
+    #[error("bundle is not valid JSON or lacks or adds a member: {0}")]
     Json(String),
     #[error("format {0:?} is not {FORMAT:?}")]
     Format(String),
@@ -180,6 +180,26 @@ pub enum BundleError {
     Field { field: String, reason: String },
     #[error("{field}: {error}")]
     Wire { field: String, error: WireError },
+}
+
+/// What a verifier takes from a genesis file: the chain id, the file's digest and the committee
+/// of epoch 0, from a file that passed every rule of [`Genesis::validate`].
+#[derive(Clone, Debug)]
+pub struct GenesisTrust {
+    pub chain_id: String,
+    pub digest: Digest,
+    pub committee: trellis_consensus::Committee,
+}
+
+impl GenesisTrust {
+    pub fn new(genesis: &Genesis) -> Result<GenesisTrust, GenesisError> {
+        genesis.validate()?;
+        Ok(GenesisTrust {
+            chain_id: genesis.chain_id.clone(),
+            digest: genesis.digest()?,
+            committee: genesis.committee()?,
+        })
+    }
 }
 
 impl BundleError {
@@ -196,19 +216,22 @@ impl BundleError {
 impl AnchorBundle {
     /// Checks every link from the record to `genesis` (see the module docs for the order).
     pub fn verify(&self, genesis: &Genesis) -> Result<Verdict, BrokenLink> {
+        self.verify_against(&GenesisTrust::new(genesis).map_err(BrokenLink::GenesisFile)?)
+    }
+
+    /// [`AnchorBundle::verify`] against a genesis file read once, for many bundles.
+    pub fn verify_against(&self, genesis: &GenesisTrust) -> Result<Verdict, BrokenLink> {
         let sender = <[u8; 32]>::try_from(self.record.sender.as_slice())
             .map_err(|_| BrokenLink::Record("sender"))?;
         let tx_hash = <[u8; 32]>::try_from(self.record.tx_hash.as_slice())
             .map_err(|_| BrokenLink::Record("tx_hash"))?;
-        let genesis_committee = genesis.committee().map_err(BrokenLink::GenesisFile)?;
-        let genesis_digest = genesis.digest().map_err(BrokenLink::GenesisFile)?;
         if self.chain_id != genesis.chain_id {
             return Err(BrokenLink::ChainId);
         }
-        if self.genesis_digest != genesis_digest {
+        if self.genesis_digest != genesis.digest {
             return Err(BrokenLink::Genesis {
                 bundle: self.genesis_digest,
-                file: genesis_digest,
+                file: genesis.digest,
             });
         }
         self.state_proof
@@ -245,7 +268,7 @@ impl AnchorBundle {
                 got: self.epoch_changes.len(),
             });
         }
-        let mut committee = &genesis_committee;
+        let mut committee = &genesis.committee;
         for (index, (proof, epoch)) in self.epoch_changes.iter().zip(0..).enumerate() {
             committee = proof
                 .verify(&self.chain_id, epoch, committee)
@@ -336,11 +359,15 @@ impl AnchorBundle {
 
     /// Parses the JSON form strictly; does not verify (see [`AnchorBundle::verify`]).
     pub fn from_json(s: &str) -> Result<AnchorBundle, BundleError> {
+        // The format first, so that a bundle of another version is reported as such rather
+        // than by the first member its version lacks.
+        let f: FormatOnly =
+            serde_json::from_str(s).map_err(|e| BundleError::Json(e.to_string()))?;
+        if f.format != FORMAT {
+            return Err(BundleError::Format(f.format));
+        }
         let j: BundleJson =
             serde_json::from_str(s).map_err(|e| BundleError::Json(e.to_string()))?;
-        if j.format != FORMAT {
-            return Err(BundleError::Format(j.format));
-        }
         let headers = j
             .headers
             .iter()
@@ -375,9 +402,17 @@ impl AnchorBundle {
     }
 }
 
+/// Reads `format` alone; the other members are checked by [`BundleJson`].
+#[derive(Deserialize)]
+struct FormatOnly {
+    format: String,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BundleJson {
+    // Checked by `FormatOnly` first; declared so that it is not an unknown member.
+    #[allow(dead_code)]
     format: String,
     chain_id: String,
     digest: String,

@@ -258,32 +258,49 @@ impl Genesis {
     /// Keys enter as their bytes, parameters with their defaults applied, so the digest is that
     /// of the file's meaning, not of its spelling.
     pub fn digest(&self) -> Result<Digest, GenesisError> {
+        // Destructured whole: a field added to the file fails to compile here until it is
+        // either encoded or said to be left out.
+        let Genesis {
+            chain_id,
+            genesis_time_ms,
+            validators,
+            accounts,
+            params,
+        } = self;
+        let ChainParams {
+            max_tx_bytes,
+            max_block_txs,
+            max_block_bytes,
+            epoch_length_blocks,
+            approval_num,
+            approval_den,
+            proposal_ttl_blocks,
+        } = params;
         let mut e = Encoder::new("trellis/genesis-file/v1");
-        e.bytes(self.chain_id.as_bytes()).u64(self.genesis_time_ms);
-        e.u32(len_u32(self.validators.len(), "validators")?);
-        for (i, v) in self.validators.iter().enumerate() {
+        e.bytes(chain_id.as_bytes()).u64(*genesis_time_ms);
+        e.u32(len_u32(validators.len(), "validators")?);
+        for (i, v) in validators.iter().enumerate() {
             let k = key(&v.consensus_key, &format!("validators[{i}].consensus_key"))?;
             e.bytes(v.name.as_bytes()).fixed(&k.0);
         }
-        e.u32(len_u32(self.accounts.len(), "accounts")?);
-        for (i, a) in self.accounts.iter().enumerate() {
+        e.u32(len_u32(accounts.len(), "accounts")?);
+        for (i, a) in accounts.iter().enumerate() {
             let k = key(&a.public_key, &format!("accounts[{i}].public_key"))?;
             e.bytes(a.name.as_bytes())
                 .bytes(a.org.as_bytes())
                 .bytes(a.role.as_bytes())
                 .fixed(&k.0);
         }
-        let p = &self.params;
-        e.u64(p.max_tx_bytes)
-            .u64(p.max_block_txs)
-            .u64(p.max_block_bytes);
-        match p.epoch_length_blocks {
+        e.u64(*max_tx_bytes)
+            .u64(*max_block_txs)
+            .u64(*max_block_bytes);
+        match epoch_length_blocks {
             None => e.u8(0),
-            Some(n) => e.u8(1).u64(n),
+            Some(n) => e.u8(1).u64(*n),
         };
-        e.u32(p.approval_num)
-            .u32(p.approval_den)
-            .u64(p.proposal_ttl_blocks);
+        e.u32(*approval_num)
+            .u32(*approval_den)
+            .u64(*proposal_ttl_blocks);
         Ok(e.hash())
     }
 

@@ -25,7 +25,7 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/trellis.v1.rs"));
 }
 
-pub use bundle::{AnchorBundle, BrokenLink, BundleError, Verdict, anchor_state_key};
+pub use bundle::{AnchorBundle, BrokenLink, BundleError, GenesisTrust, Verdict, anchor_state_key};
 pub use genesis::{ChainParams, Genesis, GenesisAccountEntry, GenesisError, GenesisValidator};
 pub use state_proof::{ProofError, StateProof};
 pub use trellis_consensus::{Digest, PublicKey, Signature, Signer};

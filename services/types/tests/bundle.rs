@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use trellis_consensus::{CertError, VoteData};
-use trellis_types::{AnchorBundle, BrokenLink, Digest, Genesis, anchor_state_key};
+use trellis_types::{AnchorBundle, BrokenLink, Digest, Genesis, GenesisTrust, anchor_state_key};
 
 fn json(b: &AnchorBundle) -> String {
     b.to_json().to_string()
@@ -48,6 +48,7 @@ fn a_real_bundle_verifies_and_round_trips_through_json() {
 fn every_flipped_bit_of_the_json_is_caught() {
     let w = World::new();
     let text = json(&w.bundle(2));
+    let trust = GenesisTrust::new(&w.genesis_file).expect("a valid genesis");
     let (mut unparsed, mut refused) = (0, 0);
     for i in 0..text.len() {
         for bit in 0..8 {
@@ -61,7 +62,7 @@ fn every_flipped_bit_of_the_json_is_caught() {
                 Err(_) => unparsed += 1,
                 Ok(b) => {
                     assert!(
-                        b.verify(&w.genesis_file).is_err(),
+                        b.verify_against(&trust).is_err(),
                         "byte {i} ({:?}) with bit {bit} flipped still verifies",
                         &text[i.saturating_sub(20)..(i + 20).min(text.len())]
                     );
@@ -293,4 +294,21 @@ fn each_broken_link_is_named() {
     let mut b = w.bundle(0);
     b.record.sender.pop();
     check(b, "record: sender is not 32 bytes");
+}
+
+/// A bundle of another version is reported by its format, not by a member its version lacks.
+#[test]
+fn a_version_1_bundle_is_refused_by_its_format() {
+    let w = World::new();
+    let mut v1 = w.bundle(0).to_json();
+    v1["format"] = "trellis.anchor-bundle/v1".into();
+    let o = v1.as_object_mut().expect("an object");
+    o.remove("genesis_digest");
+    o.remove("genesis_proof");
+    let err = AnchorBundle::from_json(&v1.to_string()).expect_err("v1");
+    assert_eq!(err.field(), Some("format"), "{err}");
+    assert!(
+        err.to_string().contains("trellis.anchor-bundle/v1"),
+        "{err}"
+    );
 }

@@ -117,6 +117,19 @@ impl Driver {
                 epoch_state.chain_id, genesis.chain_id
             )));
         }
+        // Same chain id is not the same genesis: a file with other accounts, roles or
+        // parameters (or a store made before the genesis digest was part of the state) gives
+        // another genesis root, and this node would diverge from its peers from block 1 on.
+        let stored = store.state_root(0)?;
+        if stored != Some(genesis_state.root_state.root.0) {
+            return Err(ChainError::Genesis(format!(
+                "the store was made from another genesis (its genesis state root is {}, this \
+                 genesis file's is {}): another genesis file, or a store of a version before \
+                 proof bundles v2; move the data directory aside to start this chain afresh",
+                stored.map_or_else(|| "missing".to_string(), hex::encode),
+                genesis_state.root_state.root
+            )));
+        }
         let safety = match store.safety()? {
             Some(bytes) => {
                 wire::decode_safety(&bytes).map_err(|_| ChainError::Corrupt("safety data"))?

@@ -161,13 +161,71 @@ pub fn vectors(w: &World) -> Vec<Vector> {
     let j = b().to_json();
     let mut v1 = j.clone();
     v1["format"] = json!("trellis.anchor-bundle/v1");
+    if let Some(o) = v1.as_object_mut() {
+        o.remove("genesis_digest");
+        o.remove("genesis_proof");
+    }
     add(
         "malformed-format-v1",
-        "format v1",
+        "a version 1 bundle (no genesis digest or proof)",
         g,
         pretty(&v1),
         refused("malformed", None),
     );
+    // Strict JSON (docs/proof-format.md §2.1), each a change of the valid bundle's text.
+    let valid_text = pretty(&j);
+    let digest_member = format!(
+        "\"digest\": \"{}\"",
+        j["digest"].as_str().unwrap_or_default()
+    );
+    let height_member = format!("\"height\": {}", j["state"]["height"]);
+    let mut null_member = j.clone();
+    null_member["epoch_changes"] = Value::Null;
+    let strict: [(&str, &str, String); 7] = [
+        (
+            "malformed-json-duplicate-member",
+            "the digest member twice",
+            valid_text.replacen(
+                &digest_member,
+                &format!("{digest_member},\n  {digest_member}"),
+                1,
+            ),
+        ),
+        (
+            "malformed-json-byte-order-mark",
+            "a leading U+FEFF",
+            format!("\u{feff}{valid_text}"),
+        ),
+        (
+            "malformed-json-trailing-data",
+            "a second value after the bundle",
+            format!("{valid_text}{{}}\n"),
+        ),
+        (
+            "malformed-json-fraction",
+            "state.height written as 1.0",
+            valid_text.replacen(&height_member, "\"height\": 1.0", 1),
+        ),
+        (
+            "malformed-json-leading-zero",
+            "state.height written as 01",
+            valid_text.replacen(&height_member, "\"height\": 01", 1),
+        ),
+        (
+            "malformed-json-null-member",
+            "epoch_changes is null",
+            pretty(&null_member),
+        ),
+        (
+            "malformed-json-lone-surrogate",
+            "the record's tag holds an unpaired UTF-16 surrogate escape",
+            valid_text.replacen("\"tag\": \"invoice", "\"tag\": \"\\ud800invoice", 1),
+        ),
+    ];
+    for (name, what, text) in strict {
+        assert_ne!(text, valid_text, "{name} changed nothing");
+        add(name, what, g, text, refused("malformed", None));
+    }
     let mut unknown = j.clone();
     unknown["note"] = json!("extra");
     add(
