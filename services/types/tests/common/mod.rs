@@ -34,8 +34,17 @@ pub fn committee(signers: &[Signer]) -> Committee {
 
 /// A certificate over `block` signed by the members of `signers` at `indices` (ascending).
 pub fn certify(block: &Block, signers: &[Signer], indices: &[u32]) -> QuorumCert {
-    let vote_data = block.vote_data();
-    let msg = Vote::signing_bytes(&block.header.chain_id, &vote_data);
+    sign_vote_data(&block.header.chain_id, block.vote_data(), signers, indices)
+}
+
+/// A certificate over `vote_data` of `chain_id` by `signers` at `indices` (ascending).
+pub fn sign_vote_data(
+    chain_id: &str,
+    vote_data: VoteData,
+    signers: &[Signer],
+    indices: &[u32],
+) -> QuorumCert {
+    let msg = Vote::signing_bytes(chain_id, &vote_data);
     let mut bitmap = SignerBitmap::new(signers.len());
     let mut signatures = Vec::new();
     for &i in indices {
@@ -406,18 +415,7 @@ impl World {
 
     /// A certificate over `vote_data` by `signers` at `indices` (ascending).
     pub fn sign(&self, vote_data: VoteData, signers: &[Signer], indices: &[u32]) -> QuorumCert {
-        let msg = Vote::signing_bytes(CHAIN, &vote_data);
-        let mut bitmap = SignerBitmap::new(signers.len());
-        let mut signatures = Vec::new();
-        for &i in indices {
-            bitmap.set(i);
-            signatures.push(signers[i as usize].sign(&msg));
-        }
-        QuorumCert {
-            vote_data,
-            signers: bitmap,
-            signatures,
-        }
+        sign_vote_data(CHAIN, vote_data, signers, indices)
     }
 
     /// Bundle `i` with its headers and certificate replaced by [`World::hand_chain`]'s.
