@@ -216,6 +216,11 @@ pub enum Effect {
         epoch: Epoch,
         from_height: Height,
     },
+    /// The replica cannot go on (its safety rules refuse the epoch the chain entered: they hold
+    /// a later one). It signs nothing more; the host stops the chain and reports why.
+    Halt {
+        reason: String,
+    },
 }
 
 /// Counters for metrics. `dropped` is keyed by reason.
@@ -1598,7 +1603,12 @@ impl<S: SafetyRules, L: LeaderElection> Replica<S, L> {
             proof,
             next: next.clone(),
         });
-        let _ = self.safety.start_epoch(next.epoch);
+        if let Err(e) = self.safety.start_epoch(next.epoch) {
+            // Safe as it is (the rules refuse to sign in an older epoch), but never silent.
+            self.out.push(Effect::Halt {
+                reason: format!("safety rules refuse epoch {}: {e}", next.epoch),
+            });
+        }
         self.persist_if_changed();
         self.me = next.committee.index_of(&self.key);
         self.root = CommittedHead::of_root(&next);

@@ -185,7 +185,11 @@ impl Committee {
     }
     /// Signers needed for a certificate: `n - f` (that is `2f + 1` when `n = 3f + 1`).
     pub fn quorum(&self) -> usize {
-        self.members.len() - self.max_faulty()
+        Committee::quorum_of(self.members.len())
+    }
+    /// [`Committee::quorum`] of a committee of `size` members.
+    pub fn quorum_of(size: usize) -> usize {
+        size - size.saturating_sub(1) / 3
     }
     pub fn index_of(&self, key: &PublicKey) -> Option<ValidatorIndex> {
         self.members

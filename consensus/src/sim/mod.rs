@@ -608,6 +608,10 @@ impl Simulation {
                 Effect::StateSync {
                     peer, from_height, ..
                 } => self.state_sync(i, peer, from_height),
+                Effect::Halt { reason } => self
+                    .checker
+                    .violations
+                    .push(format!("node {i} halted: {reason}")),
             }
         }
     }

@@ -248,6 +248,7 @@ impl LocalNet {
                 Effect::PersistBlock { .. }
                 | Effect::EpochChange { .. }
                 | Effect::StateSync { .. } => {}
+                Effect::Halt { reason } => panic!("replica {i} halted: {reason}"),
             }
         }
     }

@@ -77,9 +77,9 @@ impl IdentityConfig {
     fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(!self.chain_id.is_empty(), "identity: chain_id is empty");
         anyhow::ensure!(
-            (1..=trellis_types::tx::MAX_ATTESTATION_LEVEL).contains(&self.attestation_level),
+            (1..=trellis_types::actions::MAX_ATTESTATION_LEVEL).contains(&self.attestation_level),
             "identity: attestation_level must be 1 to {}, got {}",
-            trellis_types::tx::MAX_ATTESTATION_LEVEL,
+            trellis_types::actions::MAX_ATTESTATION_LEVEL,
             self.attestation_level
         );
         anyhow::ensure!(

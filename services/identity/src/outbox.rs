@@ -36,7 +36,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use trellis_servicekit::db::{Backend, Db, now_ms};
 use trellis_servicekit::{NodeClient, NodeError, Problem};
-use trellis_types::{Action, Digest, OrgId, ProposalKind, PublicKey, Signer};
+use trellis_types::{BeaconAction, Digest, OrgId, ProposalKind, PublicKey, Signer};
 
 use crate::chain::{self, TxState};
 
@@ -258,12 +258,12 @@ impl OutboxRow {
     }
 
     /// The action the row asks for.
-    fn action(&self) -> Result<Action, String> {
+    fn action(&self) -> Result<BeaconAction, String> {
         let org_key = hex32(&self.org_key)
             .map(PublicKey)
             .ok_or("org key is not 32 bytes of hex")?;
         Ok(match self.kind {
-            Kind::Attest => Action::AttestIdentity {
+            Kind::Attest => BeaconAction::AttestIdentity {
                 subject: org_key,
                 commitment: self
                     .commitment
@@ -276,7 +276,7 @@ impl OutboxRow {
                     .and_then(|l| u32::try_from(l).ok())
                     .ok_or("level is missing")?,
             },
-            Kind::Propose => Action::Propose(ProposalKind::AdmitMember {
+            Kind::Propose => BeaconAction::Propose(ProposalKind::AdmitMember {
                 org: OrgId::parse(self.org.as_deref().unwrap_or(""), "org")
                     .map_err(|e| e.to_string())?,
                 org_key,

@@ -14,6 +14,7 @@
 //! | `proposals/last` | `ProposalCounter` |
 //! | `proposal-open/` ‖ org id | `ProposalCounter` holding the id of the org's open proposal |
 //! | `revocations` | `RevocationList` (sorted by serial) |
+//! | `committee/` ‖ chain id | `ChainCommittee`: the committee the beacon decided for that chain |
 //! | `chain/genesis` ([`trellis_types::genesis::GENESIS_STATE_KEY`]) | the 32-byte genesis digest, written by the node at genesis and never again |
 
 use std::collections::BTreeMap;
@@ -54,17 +55,70 @@ impl StateKey {
     pub fn genesis_digest() -> StateKey {
         StateKey(trellis_types::genesis::GENESIS_STATE_KEY.to_vec())
     }
+    pub fn committee(chain_id: &str) -> StateKey {
+        StateKey([b"committee/".as_slice(), chain_id.as_bytes()].concat())
+    }
     pub fn revocations() -> StateKey {
         StateKey(b"revocations".to_vec())
     }
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+    pub fn from_bytes(bytes: Vec<u8>) -> StateKey {
+        StateKey(bytes)
+    }
+}
+
+impl std::fmt::Display for StateKey {
+    /// Printable bytes as they are, the rest as `\xNN`: keys are a readable prefix and binary ids.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in &self.0 {
+            if b.is_ascii_graphic() {
+                write!(f, "{}", *b as char)?;
+            } else {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why state could not be read. A failed read is never an absent key: executed as one, it would
+/// commit a state root the other validators do not have.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// The store under the view failed (IO, a damaged file): local to this node.
+    #[error("state store: {0}")]
+    Store(String),
+    /// The record under a key does not decode. Every replica holds the same bytes, so execution
+    /// may answer it deterministically (a `corrupt-state` receipt); a read outside execution
+    /// reports it.
+    #[error("the record under `{0}` does not decode")]
+    Corrupt(String),
 }
 
 /// Read access to committed state.
 pub trait StateView {
-    fn get(&self, key: &StateKey) -> Option<Vec<u8>>;
+    fn get(&self, key: &StateKey) -> Result<Option<Vec<u8>>, StateError>;
+}
+
+impl<V: StateView + ?Sized> StateView for &V {
+    fn get(&self, key: &StateKey) -> Result<Option<Vec<u8>>, StateError> {
+        (**self).get(key)
+    }
+}
+
+/// The record under `key`, decoded; a record that does not decode is [`StateError::Corrupt`].
+pub fn decode_at<M: prost::Message + Default>(
+    view: &(impl StateView + ?Sized),
+    key: &StateKey,
+) -> Result<Option<M>, StateError> {
+    match view.get(key)? {
+        None => Ok(None),
+        Some(v) => M::decode(v.as_slice())
+            .map(Some)
+            .map_err(|_| StateError::Corrupt(key.to_string())),
+    }
 }
 
 /// Writes of a block, in key order; `None` deletes.
@@ -75,8 +129,8 @@ pub type WriteSet = BTreeMap<StateKey, Option<Vec<u8>>>;
 pub struct MemoryState(pub BTreeMap<StateKey, Vec<u8>>);
 
 impl StateView for MemoryState {
-    fn get(&self, key: &StateKey) -> Option<Vec<u8>> {
-        self.0.get(key).cloned()
+    fn get(&self, key: &StateKey) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self.0.get(key).cloned())
     }
 }
 
@@ -93,27 +147,27 @@ impl MemoryState {
 
 /// Committed state with a block's pending writes on top: reads see earlier transactions of the
 /// same block.
-pub(crate) struct Overlay<'a, V: StateView> {
+pub(crate) struct Overlay<'a, V: StateView + ?Sized> {
     base: &'a V,
     pub(crate) writes: WriteSet,
 }
 
-impl<V: StateView> StateView for Overlay<'_, V> {
-    fn get(&self, key: &StateKey) -> Option<Vec<u8>> {
+impl<V: StateView + ?Sized> StateView for Overlay<'_, V> {
+    fn get(&self, key: &StateKey) -> Result<Option<Vec<u8>>, StateError> {
         Overlay::get(self, key)
     }
 }
 
-impl<'a, V: StateView> Overlay<'a, V> {
+impl<'a, V: StateView + ?Sized> Overlay<'a, V> {
     pub(crate) fn new(base: &'a V) -> Self {
         Overlay {
             base,
             writes: WriteSet::new(),
         }
     }
-    pub(crate) fn get(&self, key: &StateKey) -> Option<Vec<u8>> {
+    pub(crate) fn get(&self, key: &StateKey) -> Result<Option<Vec<u8>>, StateError> {
         match self.writes.get(key) {
-            Some(v) => v.clone(),
+            Some(v) => Ok(v.clone()),
             None => self.base.get(key),
         }
     }

@@ -7,7 +7,7 @@ use trellis_ledger::beacon::{
 use trellis_ledger::state::MemoryState;
 use trellis_types::pb::Role;
 use trellis_types::tx::DEFAULT_MAX_TX_BYTES;
-use trellis_types::{Action, Digest, Signer, Tag, Transaction};
+use trellis_types::{BeaconAction, Digest, Signer, Tag, Transaction};
 
 const CHAIN: &str = "trellis-beacon-test";
 
@@ -23,6 +23,7 @@ fn genesis() -> BeaconGenesis {
     };
     BeaconGenesis {
         chain_id: CHAIN.into(),
+        committee: vec![signer(200).public_key()],
         accounts: vec![
             account(1, "org-a", Role::Member),
             account(2, "org-b", Role::Member),
@@ -40,7 +41,7 @@ fn state() -> MemoryState {
 }
 
 fn anchor(i: u8, nonce: u64, digest: u8) -> Transaction {
-    let action = Action::Anchor {
+    let action = BeaconAction::Anchor {
         digest: Digest([digest; 32]),
         tag: Tag::parse("contract-7").expect("tag"),
     };
@@ -67,16 +68,20 @@ fn genesis_is_checked() {
 fn a_member_anchors_a_digest() {
     let mut s = state();
     let tx = anchor(1, 0, 0xaa);
-    let out = execute_block(CHAIN, 1, &s, std::slice::from_ref(&tx));
+    let out = execute_block(CHAIN, 1, &s, std::slice::from_ref(&tx)).expect("state reads");
     assert_eq!(out.receipts[0].outcome, Ok(Applied::default()));
     assert_eq!(out.receipts[0].tx_hash, tx.hash());
     s.apply(&out.writes);
-    let record = read_anchor(&s, &Digest([0xaa; 32])).expect("anchored");
+    let record = read_anchor(&s, &Digest([0xaa; 32]))
+        .expect("state reads")
+        .expect("anchored");
     assert_eq!(record.sender, signer(1).public_key().0.to_vec());
     assert_eq!(record.tag, "contract-7");
     assert_eq!(record.tx_hash, tx.hash().0.to_vec());
     assert_eq!(
-        read_account(&s, &signer(1).public_key()).map(|a| a.next_nonce),
+        read_account(&s, &signer(1).public_key())
+            .expect("state reads")
+            .map(|a| a.next_nonce),
         Some(1)
     );
 }
@@ -92,7 +97,7 @@ fn every_rejection_has_a_receipt_and_writes_nothing_but_a_consumed_nonce() {
         "other-chain",
         &signer(1),
         0,
-        Action::Anchor {
+        BeaconAction::Anchor {
             digest: Digest([5; 32]),
             tag: Tag::default(),
         },
@@ -108,7 +113,7 @@ fn every_rejection_has_a_receipt_and_writes_nothing_but_a_consumed_nonce() {
         other_chain,        // wrong chain
         anchor(1, 1, 0x0d), // applied: next nonce in order
     ];
-    let out = execute_block(CHAIN, 1, &s, &txs);
+    let out = execute_block(CHAIN, 1, &s, &txs).expect("state reads");
     let outcomes: Vec<_> = out.receipts.iter().map(|r| r.outcome.clone()).collect();
     assert_eq!(
         outcomes,
@@ -136,17 +141,27 @@ fn every_rejection_has_a_receipt_and_writes_nothing_but_a_consumed_nonce() {
     assert_eq!(out.writes.len(), 5);
     let mut after = s.clone();
     after.apply(&out.writes);
-    assert!(read_anchor(&after, &Digest([0x0c; 32])).is_none());
+    assert!(
+        read_anchor(&after, &Digest([0x0c; 32]))
+            .expect("state reads")
+            .is_none()
+    );
     assert_eq!(
-        read_account(&after, &signer(3).public_key()).map(|a| a.next_nonce),
+        read_account(&after, &signer(3).public_key())
+            .expect("state reads")
+            .map(|a| a.next_nonce),
         Some(1)
     );
     assert_eq!(
-        read_account(&after, &signer(4).public_key()).map(|a| a.next_nonce),
+        read_account(&after, &signer(4).public_key())
+            .expect("state reads")
+            .map(|a| a.next_nonce),
         Some(1)
     );
     assert_eq!(
-        read_account(&after, &signer(1).public_key()).map(|a| a.next_nonce),
+        read_account(&after, &signer(1).public_key())
+            .expect("state reads")
+            .map(|a| a.next_nonce),
         Some(2)
     );
 }
@@ -155,9 +170,9 @@ fn every_rejection_has_a_receipt_and_writes_nothing_but_a_consumed_nonce() {
 fn a_committed_transaction_cannot_be_replayed() {
     let mut s = state();
     let tx = anchor(1, 0, 0x33);
-    let out = execute_block(CHAIN, 1, &s, std::slice::from_ref(&tx));
+    let out = execute_block(CHAIN, 1, &s, std::slice::from_ref(&tx)).expect("state reads");
     s.apply(&out.writes);
-    let again = execute_block(CHAIN, 1, &s, std::slice::from_ref(&tx));
+    let again = execute_block(CHAIN, 1, &s, std::slice::from_ref(&tx)).expect("state reads");
     assert_eq!(
         again.receipts[0].outcome,
         Err(Rejection::BadNonce {
@@ -174,8 +189,8 @@ fn execution_is_deterministic() {
     let txs: Vec<Transaction> = (0..30)
         .map(|k| anchor(1 + (k % 3), u64::from(k / 3), k))
         .collect();
-    let a = execute_block(CHAIN, 1, &s, &txs);
-    let b = execute_block(CHAIN, 1, &s.clone(), &txs);
+    let a = execute_block(CHAIN, 1, &s, &txs).expect("state reads");
+    let b = execute_block(CHAIN, 1, &s.clone(), &txs).expect("state reads");
     assert_eq!(a, b);
     assert!(a.receipts.iter().all(|r| r.outcome.is_ok()));
 }

@@ -9,7 +9,9 @@ use trellis_ledger::beacon::{
 };
 use trellis_ledger::state::MemoryState;
 use trellis_types::pb::{MemberStatus, Role};
-use trellis_types::{Action, Digest, OrgId, ProposalKind, PublicKey, Signer, Tag, Transaction};
+use trellis_types::{
+    BeaconAction, Digest, OrgId, ProposalKind, PublicKey, Signer, Tag, Transaction,
+};
 
 const CHAIN: &str = "trellis-governance-test";
 const OPERATOR: u8 = 10;
@@ -37,6 +39,7 @@ fn genesis(ttl: u64) -> BeaconGenesis {
     };
     BeaconGenesis {
         chain_id: CHAIN.into(),
+        committee: vec![signer(200).public_key()],
         accounts: vec![
             account(1, "org-1", Role::Member),
             account(2, "org-2", Role::Member),
@@ -65,18 +68,20 @@ impl Chain {
     }
 
     /// Signs `action` with account `i` at its next nonce and executes it in the next block.
-    fn run(&mut self, i: u8, action: Action) -> Result<Applied, Rejection> {
-        let nonce = read_account(&self.state, &key(i)).map_or(0, |a| a.next_nonce);
+    fn run(&mut self, i: u8, action: BeaconAction) -> Result<Applied, Rejection> {
+        let nonce = read_account(&self.state, &key(i))
+            .expect("state reads")
+            .map_or(0, |a| a.next_nonce);
         let tx = Transaction::sign(CHAIN, &signer(i), nonce, action);
         self.height += 1;
         let before = self.state.clone();
-        let out = execute_block(CHAIN, self.height, &self.state, &[tx]);
+        let out = execute_block(CHAIN, self.height, &self.state, &[tx]).expect("state reads");
         self.state.apply(&out.writes);
         let outcome = out.receipts[0].outcome.clone();
         if outcome.is_err() {
             // A refused action only consumes the sender's nonce (when it got that far).
             let mut expected = before.clone();
-            if let Some(mut acct) = read_account(&before, &key(i)) {
+            if let Some(mut acct) = read_account(&before, &key(i)).expect("state reads") {
                 acct.next_nonce += 1;
                 expected.0.insert(
                     trellis_ledger::state::StateKey::account(&key(i)),
@@ -91,7 +96,7 @@ impl Chain {
     fn attest(&mut self, subject: u8) -> Result<Applied, Rejection> {
         self.run(
             OPERATOR,
-            Action::AttestIdentity {
+            BeaconAction::AttestIdentity {
                 subject: key(subject),
                 commitment: Digest([subject; 32]),
                 level: 2,
@@ -100,14 +105,14 @@ impl Chain {
     }
 
     fn propose(&mut self, by: u8, kind: ProposalKind) -> Result<u64, Rejection> {
-        self.run(by, Action::Propose(kind))
+        self.run(by, BeaconAction::Propose(kind))
             .map(|a| a.proposal_id.expect("a proposal id"))
     }
 
     fn vote(&mut self, by: u8, id: u64, approve: bool) -> Result<Applied, Rejection> {
         self.run(
             by,
-            Action::Vote {
+            BeaconAction::Vote {
                 proposal_id: id,
                 approve,
             },
@@ -116,7 +121,9 @@ impl Chain {
 
     fn standing(&self, id: u64) -> &'static str {
         proposal_standing(
-            &read_proposal(&self.state, id).expect("proposal"),
+            &read_proposal(&self.state, id)
+                .expect("state reads")
+                .expect("proposal"),
             self.height,
         )
     }
@@ -129,8 +136,8 @@ fn admit(o: &str, k: u8) -> ProposalKind {
     }
 }
 
-fn anchor(d: u8) -> Action {
-    Action::Anchor {
+fn anchor(d: u8) -> BeaconAction {
+    BeaconAction::Anchor {
         digest: Digest([d; 32]),
         tag: Tag::parse("t").expect("tag"),
     }
@@ -139,16 +146,20 @@ fn anchor(d: u8) -> Action {
 #[test]
 fn genesis_registers_member_orgs_and_parameters() {
     let c = Chain::new(100);
-    let index = read_member_index(&c.state);
+    let index = read_member_index(&c.state).expect("state reads");
     assert_eq!(index.orgs, vec!["org-1", "org-2", "org-3"]);
-    let m = read_member(&c.state, "org-2").expect("member");
+    let m = read_member(&c.state, "org-2")
+        .expect("state reads")
+        .expect("member");
     assert_eq!(m.status(), MemberStatus::Active);
     assert_eq!(m.keys, vec![key(2).0.to_vec()]);
     assert!(
-        read_member(&c.state, "consortium").is_none(),
+        read_member(&c.state, "consortium")
+            .expect("state reads")
+            .is_none(),
         "operators are not members"
     );
-    let g = read_governance(&c.state);
+    let g = read_governance(&c.state).expect("state reads");
     assert_eq!((g.approval_num, g.approval_den), (2, 3));
     assert_eq!(g.proposal_ttl_blocks, 100);
 }
@@ -162,14 +173,18 @@ fn an_attested_org_is_admitted_by_two_of_three_members_and_can_then_anchor() {
         Err(Rejection::NoAttestation)
     );
     c.attest(NEWCOMER).expect("operator attests");
-    let att = read_attestation(&c.state, &key(NEWCOMER)).expect("attestation");
+    let att = read_attestation(&c.state, &key(NEWCOMER))
+        .expect("state reads")
+        .expect("attestation");
     assert_eq!(att.level, 2);
     assert_eq!(att.verifier, key(OPERATOR).0.to_vec());
     let id = c
         .propose(OPERATOR, admit("org-4", NEWCOMER))
         .expect("proposal");
     assert_eq!(id, 1);
-    let p = read_proposal(&c.state, id).expect("stored");
+    let p = read_proposal(&c.state, id)
+        .expect("state reads")
+        .expect("stored");
     assert_eq!(p.electorate, 3);
     assert_eq!(c.standing(id), "open");
     // The newcomer cannot act before admission.
@@ -182,15 +197,18 @@ fn an_attested_org_is_admitted_by_two_of_three_members_and_can_then_anchor() {
     );
     c.vote(2, id, true).expect("second yes");
     assert_eq!(c.standing(id), "passed");
-    let m = read_member(&c.state, "org-4").expect("admitted");
+    let m = read_member(&c.state, "org-4")
+        .expect("state reads")
+        .expect("admitted");
     assert_eq!(m.status(), MemberStatus::Active);
     assert_eq!(m.proposal_id, id);
     assert_eq!(
-        read_member_index(&c.state).orgs,
+        read_member_index(&c.state).expect("state reads").orgs,
         vec!["org-1", "org-2", "org-3", "org-4"]
     );
     assert_eq!(
         read_account(&c.state, &key(NEWCOMER))
+            .expect("state reads")
             .expect("account")
             .role(),
         Role::Member
@@ -227,7 +245,7 @@ fn only_current_members_vote_and_roles_are_enforced() {
     assert!(matches!(
         c.run(
             1,
-            Action::AttestIdentity {
+            BeaconAction::AttestIdentity {
                 subject: key(30),
                 commitment: Digest([1; 32]),
                 level: 1
@@ -238,7 +256,7 @@ fn only_current_members_vote_and_roles_are_enforced() {
     assert!(matches!(
         c.run(
             REGULATOR,
-            Action::RevokeCertificate {
+            BeaconAction::RevokeCertificate {
                 serial: vec![1],
                 reason: 1
             }
@@ -256,7 +274,10 @@ fn proposals_expire_and_no_votes_reject() {
     let mut c = Chain::new(3);
     c.attest(NEWCOMER).expect("attest");
     let id = c.propose(OPERATOR, admit("org-4", NEWCOMER)).expect("open");
-    let expires = read_proposal(&c.state, id).expect("p").expires_height;
+    let expires = read_proposal(&c.state, id)
+        .expect("state reads")
+        .expect("p")
+        .expires_height;
     assert_eq!(expires, c.height + 3);
     // A second proposal for the same org is refused while the first is open.
     assert_eq!(
@@ -277,7 +298,11 @@ fn proposals_expire_and_no_votes_reject() {
         })
     );
     assert_eq!(c.standing(id), "expired");
-    assert!(read_member(&c.state, "org-4").is_none());
+    assert!(
+        read_member(&c.state, "org-4")
+            .expect("state reads")
+            .is_none()
+    );
     // Once expired, the org may be proposed again, and two no-votes reject it outright.
     let again = c
         .propose(OPERATOR, admit("org-4", NEWCOMER))
@@ -286,7 +311,11 @@ fn proposals_expire_and_no_votes_reject() {
     assert_eq!(c.standing(again), "open", "2 of 3 yes is still possible");
     c.vote(2, again, false).expect("no");
     assert_eq!(c.standing(again), "rejected");
-    assert!(read_account(&c.state, &key(NEWCOMER)).is_none());
+    assert!(
+        read_account(&c.state, &key(NEWCOMER))
+            .expect("state reads")
+            .is_none()
+    );
 }
 
 #[test]
@@ -299,9 +328,13 @@ fn removal_clears_the_roles_of_the_org_and_keeps_nonces() {
     c.vote(1, id, true).expect("yes");
     c.vote(2, id, true).expect("yes");
     assert_eq!(c.standing(id), "passed");
-    let m = read_member(&c.state, "org-3").expect("record stays");
+    let m = read_member(&c.state, "org-3")
+        .expect("state reads")
+        .expect("record stays");
     assert_eq!(m.status(), MemberStatus::Removed);
-    let acct = read_account(&c.state, &key(3)).expect("account stays");
+    let acct = read_account(&c.state, &key(3))
+        .expect("state reads")
+        .expect("account stays");
     assert_eq!(acct.role(), Role::Unspecified);
     assert_eq!(acct.next_nonce, 1, "the nonce never restarts");
     assert_eq!(
@@ -311,7 +344,13 @@ fn removal_clears_the_roles_of_the_org_and_keeps_nonces() {
     // The electorate of a new proposal is the two remaining members.
     c.attest(NEWCOMER).expect("attest");
     let next = c.propose(OPERATOR, admit("org-4", NEWCOMER)).expect("open");
-    assert_eq!(read_proposal(&c.state, next).expect("p").electorate, 2);
+    assert_eq!(
+        read_proposal(&c.state, next)
+            .expect("state reads")
+            .expect("p")
+            .electorate,
+        2
+    );
     assert!(matches!(
         c.vote(3, next, true),
         Err(Rejection::RoleMayNot { .. })
@@ -346,9 +385,13 @@ fn parameters_change_only_through_a_passed_proposal() {
         .propose(1, set("approval_threshold", "3/3"))
         .expect("open");
     c.vote(1, id, true).expect("yes");
-    assert_eq!(read_governance(&c.state).approval_num, 2, "not yet");
+    assert_eq!(
+        read_governance(&c.state).expect("state reads").approval_num,
+        2,
+        "not yet"
+    );
     c.vote(2, id, true).expect("yes");
-    let g = read_governance(&c.state);
+    let g = read_governance(&c.state).expect("state reads");
     assert_eq!((g.approval_num, g.approval_den), (3, 3));
     // Now unanimity is needed.
     let id = c
@@ -358,7 +401,12 @@ fn parameters_change_only_through_a_passed_proposal() {
     c.vote(2, id, true).expect("yes");
     assert_eq!(c.standing(id), "open");
     c.vote(3, id, true).expect("yes");
-    assert_eq!(read_governance(&c.state).proposal_ttl_blocks, 50);
+    assert_eq!(
+        read_governance(&c.state)
+            .expect("state reads")
+            .proposal_ttl_blocks,
+        50
+    );
 }
 
 #[test]
@@ -383,20 +431,23 @@ fn admission_checks_key_and_membership() {
 fn revocations_are_recorded_once_and_sorted() {
     let mut c = Chain::new(100);
     for serial in [vec![0x30, 1], vec![0x10], vec![0x20, 2]] {
-        c.run(OPERATOR, Action::RevokeCertificate { serial, reason: 1 })
-            .expect("revoke");
+        c.run(
+            OPERATOR,
+            BeaconAction::RevokeCertificate { serial, reason: 1 },
+        )
+        .expect("revoke");
     }
     assert_eq!(
         c.run(
             OPERATOR,
-            Action::RevokeCertificate {
+            BeaconAction::RevokeCertificate {
                 serial: vec![0x10],
                 reason: 4
             }
         ),
         Err(Rejection::AlreadyRevoked)
     );
-    let list = read_revocations(&c.state);
+    let list = read_revocations(&c.state).expect("state reads");
     let serials: Vec<Vec<u8>> = list.entries.iter().map(|e| e.serial.clone()).collect();
     assert_eq!(serials, vec![vec![0x10], vec![0x20, 2], vec![0x30, 1]]);
     assert!(
@@ -442,11 +493,16 @@ fn removals_decided_in_parallel_never_empty_the_consortium() {
     // org-1's early yes no longer counts; org-3's own yes would pass the removal of the last
     // member, which takes no effect.
     c.vote(3, rc, true).expect("yes");
-    let p = read_proposal(&c.state, rc).expect("p");
+    let p = read_proposal(&c.state, rc)
+        .expect("state reads")
+        .expect("p");
     assert_eq!(p.electorate, 1);
     assert_eq!(c.standing(rc), "rejected");
     assert_eq!(
-        read_member(&c.state, "org-3").expect("m").status(),
+        read_member(&c.state, "org-3")
+            .expect("state reads")
+            .expect("m")
+            .status(),
         MemberStatus::Active
     );
 }

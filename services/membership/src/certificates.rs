@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use trellis_servicekit::{ApiResult, Caller, JsonBody, Problem, Role, now_ms};
 use trellis_types::OrgId;
-use trellis_types::tx::MAX_SERIAL_BYTES;
+use trellis_types::actions::MAX_SERIAL_BYTES;
 use utoipa::{IntoParams, ToSchema};
 
 pub(crate) fn router() -> Router<MembershipService> {

@@ -175,8 +175,32 @@ pub(crate) async fn get_required<T: DeserializeOwned>(
         .ok_or_else(|| NodeError::BadResponse(format!("{path}: not found")))
 }
 
+/// One page of the node's `GET /v1/members`.
+#[derive(Deserialize)]
+struct MemberPage {
+    height: u64,
+    members: Vec<MemberView>,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// Every member org, page after page (org ids are URL-safe: `A-Z a-z 0-9 . _ -`). The answer's
+/// height is the last page's.
 pub(crate) async fn members(node: &NodeClient) -> Result<MemberList, NodeError> {
-    get_required(node, "/v1/members").await
+    let mut list = MemberList {
+        height: 0,
+        members: Vec::new(),
+    };
+    let mut path = "/v1/members?limit=1000".to_string();
+    loop {
+        let page: MemberPage = get_required(node, &path).await?;
+        list.height = page.height;
+        list.members.extend(page.members);
+        match page.next {
+            Some(after) => path = format!("/v1/members?limit=1000&after={after}"),
+            None => return Ok(list),
+        }
+    }
 }
 
 pub(crate) async fn revocations(node: &NodeClient) -> Result<RevocationListView, NodeError> {

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use trellis_servicekit::{ApiResult, Caller, JsonBody, Problem, Role, now_ms};
 use trellis_types::tx::DEFAULT_MAX_TX_BYTES;
-use trellis_types::{Action, Transaction};
+use trellis_types::{BeaconAction, Transaction};
 use utoipa::{IntoParams, ToSchema};
 
 pub(crate) fn router() -> Router<MembershipService> {
@@ -53,7 +53,8 @@ pub struct SignedTx {
 }
 
 /// A signed transaction, parsed once: decoded, for this chain, signature verified.
-struct RelayedTx(Transaction);
+/// A signed beacon transaction with its parsed action.
+struct RelayedTx(Transaction, BeaconAction);
 
 impl RelayedTx {
     fn parse(hex_tx: &str, chain_id: &str) -> Result<RelayedTx, Problem> {
@@ -69,6 +70,8 @@ impl RelayedTx {
             )
             .with_field("tx"));
         }
+        let action = BeaconAction::decode(tx.action())
+            .map_err(|e| Problem::bad_request("tx", format!("not a beacon transaction: {e}")))?;
         tx.verify_signature().map_err(|_| {
             Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -77,7 +80,7 @@ impl RelayedTx {
             )
             .with_field("tx")
         })?;
-        Ok(RelayedTx(tx))
+        Ok(RelayedTx(tx, action))
     }
 }
 
@@ -224,8 +227,8 @@ pub(crate) async fn submit_proposal(
     JsonBody(body): JsonBody<SignedTx>,
 ) -> ApiResult<(StatusCode, Json<ProposalView>)> {
     caller.require(&[Role::EnterpriseAdmin, Role::Operator])?;
-    let RelayedTx(tx) = RelayedTx::parse(&body.tx, &svc.inner.config.chain_id)?;
-    if !matches!(tx.action(), Action::Propose(_)) {
+    let RelayedTx(tx, action) = RelayedTx::parse(&body.tx, &svc.inner.config.chain_id)?;
+    if !matches!(action, BeaconAction::Propose(_)) {
         return Err(Problem::unprocessable(
             "tx",
             "the transaction does not open a proposal",
@@ -253,10 +256,10 @@ pub(crate) async fn submit_vote(
 ) -> ApiResult<Json<ProposalView>> {
     caller.require(&[Role::EnterpriseAdmin])?;
     let id = proposal_id(&id)?;
-    let RelayedTx(tx) = RelayedTx::parse(&body.tx, &svc.inner.config.chain_id)?;
-    match tx.action() {
-        Action::Vote { proposal_id, .. } if *proposal_id == id => {}
-        Action::Vote { proposal_id, .. } => {
+    let RelayedTx(tx, action) = RelayedTx::parse(&body.tx, &svc.inner.config.chain_id)?;
+    match action {
+        BeaconAction::Vote { proposal_id, .. } if proposal_id == id => {}
+        BeaconAction::Vote { proposal_id, .. } => {
             return Err(Problem::unprocessable(
                 "tx",
                 format!("the transaction votes on proposal {proposal_id}, not {id}"),

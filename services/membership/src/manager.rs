@@ -42,7 +42,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 use trellis_servicekit::{NodeError, now_ms};
-use trellis_types::{Action, Transaction};
+use trellis_types::{BeaconAction, Transaction};
 
 /// RFC 5280 `cessationOfOperation`: the org left the consortium.
 const CESSATION_OF_OPERATION: u32 = 5;
@@ -127,7 +127,7 @@ impl MembershipService {
             &inner.config.chain_id,
             &inner.config.ca_operator,
             nonce,
-            Action::RevokeCertificate {
+            BeaconAction::RevokeCertificate {
                 serial: serial.to_vec(),
                 reason,
             },

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use trellis_membership::MembershipService;
 use trellis_servicekit::testing::test_databases;
 use trellis_servicekit::{Db, Role, now_ms};
-use trellis_types::{Action, OrgId, ProposalKind, Signer, Transaction};
+use trellis_types::{BeaconAction, OrgId, ProposalKind, Signer, Transaction};
 
 struct World {
     db: Db,
@@ -67,7 +67,7 @@ impl World {
     }
 }
 
-fn tx_hex(signer: &Signer, nonce: u64, action: Action) -> String {
+fn tx_hex(signer: &Signer, nonce: u64, action: BeaconAction) -> String {
     hex::encode(Transaction::sign(CHAIN_ID, signer, nonce, action).encoded())
 }
 
@@ -75,7 +75,7 @@ fn vote(signer: &Signer, proposal_id: u64) -> String {
     tx_hex(
         signer,
         0,
-        Action::Vote {
+        BeaconAction::Vote {
             proposal_id,
             approve: true,
         },
@@ -154,7 +154,7 @@ async fn only_admins_and_operators_relay_governance_and_only_operators_revoke() 
         let propose = tx_hex(
             &org_a(),
             0,
-            Action::Propose(ProposalKind::RemoveMember {
+            BeaconAction::Propose(ProposalKind::RemoveMember {
                 org: OrgId::parse("org-b", "org").unwrap(),
             }),
         );
@@ -243,7 +243,7 @@ async fn relayed_transactions_are_checked_before_they_reach_the_chain() {
         let anchor = tx_hex(
             &org_a(),
             0,
-            Action::RevokeCertificate {
+            BeaconAction::RevokeCertificate {
                 serial: vec![1],
                 reason: 1,
             },
@@ -265,7 +265,7 @@ async fn relayed_transactions_are_checked_before_they_reach_the_chain() {
                 "another-chain",
                 &org_a(),
                 0,
-                Action::Vote {
+                BeaconAction::Vote {
                     proposal_id: id,
                     approve: true,
                 },
@@ -293,7 +293,7 @@ async fn relayed_transactions_are_checked_before_they_reach_the_chain() {
         let member_proposal = tx_hex(
             &org_a(),
             0,
-            Action::Propose(ProposalKind::RemoveMember {
+            BeaconAction::Propose(ProposalKind::RemoveMember {
                 org: OrgId::parse("org-b", "org").unwrap(),
             }),
         );
@@ -344,7 +344,7 @@ async fn votes_and_proposals_are_relayed_and_rejections_mapped() {
         let again = tx_hex(
             &org_a(),
             1,
-            Action::Vote {
+            BeaconAction::Vote {
                 proposal_id: id,
                 approve: false,
             },
@@ -377,7 +377,7 @@ async fn votes_and_proposals_are_relayed_and_rejections_mapped() {
                 CHAIN_ID,
                 &org_b(),
                 nonce,
-                Action::Vote {
+                BeaconAction::Vote {
                     proposal_id: pid,
                     approve: true,
                 },
@@ -410,7 +410,7 @@ async fn votes_and_proposals_are_relayed_and_rejections_mapped() {
         let set = tx_hex(
             &operator(),
             3,
-            Action::Propose(ProposalKind::SetParameter {
+            BeaconAction::Propose(ProposalKind::SetParameter {
                 name: "proposal_ttl_blocks".into(),
                 value: "500".into(),
             }),
@@ -436,7 +436,7 @@ async fn votes_and_proposals_are_relayed_and_rejections_mapped() {
             CHAIN_ID,
             &org_b(),
             nonce,
-            Action::Propose(ProposalKind::AdmitMember {
+            BeaconAction::Propose(ProposalKind::AdmitMember {
                 org: OrgId::parse("newco", "org").unwrap(),
                 org_key: signer(50).public_key(),
             }),

@@ -12,7 +12,7 @@ use trellis_node::chain::StateAt;
 use trellis_node::state_tree::StateTree;
 use trellis_node::store::{CommitBatch, NodeStore};
 use trellis_types::pb::Role;
-use trellis_types::{Action, Digest, Signer, Tag, Transaction};
+use trellis_types::{BeaconAction, Digest, Signer, Tag, Transaction};
 
 /// As in the `trellis` binary.
 #[global_allocator]
@@ -38,6 +38,7 @@ fn main() {
         .collect();
     let genesis = BeaconGenesis {
         chain_id: CHAIN.into(),
+        committee: vec![Signer::from_seed([0xee; 32]).public_key()],
         accounts: signers
             .iter()
             .enumerate()
@@ -71,7 +72,7 @@ fn main() {
                 digests += 1;
                 let signer = &signers[(i % ACCOUNTS) as usize];
                 let tx_nonce = nonce + i / ACCOUNTS;
-                let action = Action::Anchor {
+                let action = BeaconAction::Anchor {
                     digest: Digest::of(&digests.to_be_bytes()),
                     tag: tag.clone(),
                 };
@@ -81,8 +82,8 @@ fn main() {
         nonce += per_block / ACCOUNTS;
         let t = Instant::now();
         let view = StateAt::new(&store, height - 1);
-        let outcome = execute_block_checked(CHAIN, height, &view, &txs, |_| true);
-        view.finish().expect("state reads");
+        let outcome =
+            execute_block_checked(CHAIN, height, &view, &txs, |_| true).expect("the state reads");
         execute += t.elapsed();
         if let Some(r) = outcome.receipts.iter().find(|r| r.outcome.is_err()) {
             panic!("height {height}: {:?}", r.outcome);
@@ -157,7 +158,7 @@ fn commit(
 fn intake(signers: &[Signer], tag: &Tag, per_block: u64) {
     let txs: Vec<Transaction> = (0..per_block)
         .map(|i| {
-            let action = Action::Anchor {
+            let action = BeaconAction::Anchor {
                 digest: Digest::of(&(u64::MAX - i).to_be_bytes()),
                 tag: tag.clone(),
             };

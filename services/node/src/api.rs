@@ -1,19 +1,25 @@
-//! The node's client API (axum): submit transactions, read their fate, blocks, anchors with
-//! their proof bundle, status, health, metrics and the OpenAPI document. Every error is an RFC 9457
-//! [`Problem`] (`application/problem+json`).
+//! The node's client API (axum), one set of routes per hosted chain under
+//! `/v1/chains/{chain_id}/...`: submit transactions, read their fate, blocks, anchors with their
+//! proof bundle, status, and the chain application's own read routes (the node mounts them
+//! without knowing the application). The beacon's are also served under `/v1/...`, where they
+//! always were. Node-wide: the chain list, health, readiness, metrics and the OpenAPI document.
+//! Every error is an RFC 9457 [`Problem`] (`application/problem+json`).
 
 use crate::chain::{ChainShared, TxLocation, lock};
 use crate::mempool::{Admitted, Rejected};
 use crate::problem::{Problem, internal, read_state};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, RawQuery, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use trellis_ledger::app::{Access, ReadArgs};
 use trellis_types::wire::{self, NetMessage};
 use trellis_types::{Digest, TxError};
 use utoipa::{OpenApi, ToSchema};
@@ -32,6 +38,7 @@ fn rejection_problem(r: &Rejected, field: &str) -> Problem {
         }
         Rejected::NonceTooFarAhead { .. } => (StatusCode::CONFLICT, "nonce-too-far-ahead"),
         Rejected::Full => (StatusCode::SERVICE_UNAVAILABLE, "pool-full"),
+        Rejected::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "chain-unavailable"),
     };
     let mut p = Problem::new(status, kind, r.to_string()).field(field);
     if r.is_retryable() {
@@ -41,38 +48,280 @@ fn rejection_problem(r: &Rejected, field: &str) -> Problem {
 }
 
 struct ApiState {
-    chain: Arc<ChainShared>,
+    /// Every hosted chain by id.
+    chains: BTreeMap<String, Arc<ChainShared>>,
+    /// The chain the `/v1/...` routes serve.
+    beacon: Arc<ChainShared>,
     node_name: String,
 }
 
 type St = State<Arc<ApiState>>;
 
-pub fn router(chain: Arc<ChainShared>, node_name: String) -> Router {
-    let registry = crate::registry::router(chain.clone());
-    let state = Arc::new(ApiState { chain, node_name });
-    Router::new()
-        .route("/v1/transactions", post(submit))
-        .route("/v1/transactions/{hash}", get(tx_status))
-        .route("/v1/blocks/latest", get(latest_block))
-        .route("/v1/blocks/{height}", get(block_at))
-        .route("/v1/anchors/{digest}", get(anchor))
-        .route("/v1/accounts/{key}", get(account))
-        .route("/v1/status", get(status))
+/// The chain a request is for: `{chain_id}` in the path, else the beacon (the `/v1/...` routes).
+struct OnChain(Arc<ChainShared>);
+
+impl FromRequestParts<Arc<ApiState>> for OnChain {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, st: &Arc<ApiState>) -> Result<OnChain, Problem> {
+        let params = Path::<BTreeMap<String, String>>::from_request_parts(parts, st)
+            .await
+            .map(|Path(p)| p)
+            .unwrap_or_default();
+        match params.get("chain_id") {
+            None => Ok(OnChain(st.beacon.clone())),
+            Some(id) => st.chains.get(id).cloned().map(OnChain).ok_or_else(|| {
+                Problem::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown-chain",
+                    "this node hosts no chain with this id",
+                )
+                .field("chain_id")
+            }),
+        }
+    }
+}
+
+/// Path parameters by name; a malformed path is a problem, not a plain-text rejection.
+struct Params(BTreeMap<String, String>);
+
+impl Params {
+    fn get(&self, name: &str) -> &str {
+        self.0.get(name).map(String::as_str).unwrap_or("")
+    }
+}
+
+impl FromRequestParts<Arc<ApiState>> for Params {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, st: &Arc<ApiState>) -> Result<Params, Problem> {
+        Path::<BTreeMap<String, String>>::from_request_parts(parts, st)
+            .await
+            .map(|Path(p)| Params(p))
+            .map_err(|e| {
+                Problem::new(StatusCode::BAD_REQUEST, "bad-path", e.body_text()).field("path")
+            })
+    }
+}
+
+/// The client API of a node hosting `chains`; `beacon` (one of them) is also served under
+/// `/v1/...`.
+pub fn router(
+    chains: Vec<Arc<ChainShared>>,
+    beacon: Arc<ChainShared>,
+    node_name: String,
+) -> Router {
+    let chains = chains
+        .into_iter()
+        .map(|c| (c.chain_id.clone(), c))
+        .collect();
+    let state = Arc::new(ApiState {
+        chains,
+        beacon,
+        node_name,
+    });
+    let mut router = Router::new();
+    for prefix in ["/v1", "/v1/chains/{chain_id}"] {
+        router = router
+            .route(&format!("{prefix}/transactions"), post(submit))
+            .route(&format!("{prefix}/transactions/{{hash}}"), get(tx_status))
+            .route(&format!("{prefix}/blocks/latest"), get(latest_block))
+            .route(&format!("{prefix}/blocks/{{height}}"), get(block_at))
+            .route(&format!("{prefix}/anchors/{{digest}}"), get(anchor))
+            .route(&format!("{prefix}/status"), get(status))
+            .route(&format!("{prefix}/{{*path}}"), get(app_read));
+    }
+    router
+        .route("/v1/chains", get(chains_list))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .route("/openapi.json", get(|| async { Json(openapi()) }))
+        .route("/openapi.json", get(openapi_json))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
         .layer(DefaultBodyLimit::max(16 * 1024 * 1024))
         .with_state(state)
-        .merge(registry)
 }
 
-/// The node API's OpenAPI document, registry endpoints included.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+async fn openapi_json(State(st): St) -> Json<utoipa::openapi::OpenApi> {
+    let apps: Vec<(&str, &dyn trellis_ledger::app::Application)> = st
+        .chains
+        .values()
+        .map(|c| (c.chain_id.as_str(), &*c.app))
+        .collect();
+    Json(openapi(&apps, st.beacon.chain_id.as_str()))
+}
+
+/// The node API's OpenAPI document: the routes every chain has, under `/v1/chains/{chain_id}`
+/// and (for the beacon) `/v1`, and each hosted application's read routes.
+pub fn openapi(
+    apps: &[(&str, &dyn trellis_ledger::app::Application)],
+    beacon: &str,
+) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::path::{Parameter, ParameterIn};
     let mut doc = ApiDoc::openapi();
-    doc.merge(crate::registry::RegistryDoc::openapi());
+    let chain_param = || {
+        let mut p = Parameter::new("chain_id");
+        p.parameter_in = ParameterIn::Path;
+        p.description = Some("A chain this node hosts (`GET /v1/chains`)".into());
+        p
+    };
+    // The generic routes are written under `/v1`; each is also served per chain.
+    let generic: Vec<(String, utoipa::openapi::PathItem)> = doc
+        .paths
+        .paths
+        .iter()
+        .filter(|(p, _)| p.starts_with("/v1/") && *p != "/v1/chains")
+        .map(|(p, item)| (p.clone(), item.clone()))
+        .collect();
+    for (path, mut item) in generic {
+        let per_chain = path.replacen("/v1", "/v1/chains/{chain_id}", 1);
+        item.parameters
+            .get_or_insert_with(Vec::new)
+            .push(utoipa::openapi::RefOr::T(chain_param()));
+        doc.paths.paths.insert(per_chain, item);
+    }
+    let mut seen_kinds = std::collections::BTreeSet::new();
+    for (chain_id, app) in apps {
+        let app_doc = app.openapi();
+        let legacy = *chain_id == beacon;
+        // One copy per application kind: the paths are the same for every chain of a kind.
+        if !seen_kinds.insert(app.kind()) && !legacy {
+            continue;
+        }
+        for (path, item) in &app_doc.paths.paths {
+            let mut per_chain = item.clone();
+            per_chain
+                .parameters
+                .get_or_insert_with(Vec::new)
+                .push(utoipa::openapi::RefOr::T(chain_param()));
+            doc.paths
+                .paths
+                .insert(format!("/v1/chains/{{chain_id}}{path}"), per_chain);
+            if legacy {
+                doc.paths.paths.insert(format!("/v1{path}"), item.clone());
+            }
+        }
+        if let Some(components) = app_doc.components {
+            let mine = doc.components.get_or_insert_with(Default::default);
+            mine.schemas.extend(components.schemas);
+        }
+    }
     doc
+}
+
+/// A chain application's read route: the path after the chain's prefix, matched against the
+/// application's patterns.
+async fn app_read(
+    State(_st): St,
+    OnChain(chain): OnChain,
+    params: Params,
+    RawQuery(query): RawQuery,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let rest = format!("/{}", params.get("path"));
+    let no_route = || Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route");
+    let (route, captures) = chain
+        .app
+        .routes()
+        .iter()
+        .find_map(|r| match_route(r.path, &rest).map(|c| (*r, c)))
+        .ok_or_else(no_route)?;
+    if route.access == Access::Members {
+        // Callers are not identified on this API yet: a members-only route answers nobody.
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "members-only",
+            "this chain's records answer only callers of its member orgs",
+        ));
+    }
+    let query: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|e| {
+        Problem::new(StatusCode::BAD_REQUEST, "bad-query", e.to_string()).field("query")
+    })?;
+    let mut args = ReadArgs {
+        path: captures,
+        query: BTreeMap::new(),
+        height: 0,
+    };
+    for (k, v) in query {
+        if args.query.insert(k.clone(), v).is_some() {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-query",
+                format!("`{k}` is given twice"),
+            )
+            .field(&k));
+        }
+    }
+    let chain2 = chain.clone();
+    let (value, _) = tokio::task::spawn_blocking(move || {
+        read_state(&chain2, |view| {
+            args.height = view.version;
+            chain2.app.read(route.path, &args, view)
+        })
+    })
+    .await
+    .map_err(internal)??;
+    Ok(Json(value))
+}
+
+/// The captures of `path` under `pattern` (`/members/{org}`), if it matches. A capture is one
+/// non-empty segment.
+fn match_route(pattern: &str, path: &str) -> Option<BTreeMap<String, String>> {
+    let mut captures = BTreeMap::new();
+    let mut want = pattern.split('/');
+    let mut got = path.split('/');
+    loop {
+        match (want.next(), got.next()) {
+            (None, None) => return Some(captures),
+            (Some(w), Some(g)) => {
+                if let Some(name) = w.strip_prefix('{').and_then(|w| w.strip_suffix('}')) {
+                    if g.is_empty() {
+                        return None;
+                    }
+                    captures.insert(name.to_string(), g.to_string());
+                } else if w != g {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChainSummary {
+    pub chain_id: String,
+    /// The application: `beacon` or `shard`.
+    pub application: String,
+    pub committed_height: u64,
+    /// Why the chain stopped on this node, if it has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub halted: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChainList {
+    /// The chain served under `/v1/...`.
+    pub beacon: String,
+    pub chains: Vec<ChainSummary>,
+}
+
+/// The chains this node hosts.
+#[utoipa::path(get, path = "/v1/chains", responses((status = 200, body = ChainList)))]
+async fn chains_list(State(st): St) -> Json<ChainList> {
+    Json(ChainList {
+        beacon: st.beacon.chain_id.clone(),
+        chains: st
+            .chains
+            .values()
+            .map(|c| ChainSummary {
+                chain_id: c.chain_id.clone(),
+                application: c.app.kind().to_string(),
+                committed_height: c.executed.load(Ordering::Acquire),
+                halted: c.halted().map(str::to_string),
+            })
+            .collect(),
+    })
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -132,7 +381,7 @@ pub const BATCH_PROTO: &str = "proto=trellis.v1.SignedTransactionBatch";
     responses((status = 202, body = Accepted), (status = 200, body = BatchAccepted),
         (status = 400, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem),
         (status = 413, body = Problem), (status = 503, body = Problem)))]
-async fn submit(State(st): St, headers: HeaderMap, body: Bytes) -> Response {
+async fn submit(OnChain(chain): OnChain, headers: HeaderMap, body: Bytes) -> Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -210,10 +459,10 @@ async fn submit(State(st): St, headers: HeaderMap, body: Bytes) -> Response {
             }
         }
     };
-    let chain = st.chain.clone();
     let raw = Arc::new(raw);
     let raw2 = raw.clone();
-    let Ok(results) = tokio::task::spawn_blocking(move || chain.admit(&raw2)).await else {
+    let admitting = chain.clone();
+    let Ok(results) = tokio::task::spawn_blocking(move || admitting.admit(&raw2)).await else {
         return Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -229,7 +478,7 @@ async fn submit(State(st): St, headers: HeaderMap, body: Bytes) -> Response {
         .map(|(_, b)| b.clone())
         .collect();
     if !fresh.is_empty() {
-        st.chain
+        chain
             .net
             .broadcast(wire::encode(&NetMessage::Txs(fresh)).into());
     }
@@ -308,18 +557,20 @@ pub struct TxStatus {
     /// The rejection's stable code (`bad-nonce`, `already-voted`, `proposal-expired`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason_code: Option<String>,
-    /// The governance proposal the transaction opened or voted on.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub proposal_id: Option<u64>,
+    /// What the application reported of an applied transaction, by name: `proposal_id` (the
+    /// beacon proposal it opened or voted on), ...
+    #[serde(flatten)]
+    #[schema(additional_properties)]
+    pub facts: BTreeMap<String, u64>,
 }
 
 /// Where a transaction is: pending in this node's pool, committed at a height, or rejected by
 /// execution with the reason.
 #[utoipa::path(get, path = "/v1/transactions/{hash}", params(("hash" = String, Path)),
     responses((status = 200, body = TxStatus), (status = 400, body = Problem), (status = 404, body = Problem)))]
-async fn tx_status(State(st): St, Path(hash): Path<String>) -> Result<Json<TxStatus>, Problem> {
-    let d = parse_digest(&hash, "hash")?;
-    if let Some(bytes) = st.chain.store.tx(&d.0).map_err(internal)? {
+async fn tx_status(OnChain(chain): OnChain, p: Params) -> Result<Json<TxStatus>, Problem> {
+    let d = parse_digest(p.get("hash"), "hash")?;
+    if let Some(bytes) = chain.store.tx(&d.0).map_err(internal)? {
         let loc: TxLocation = serde_json::from_slice(&bytes).map_err(internal)?;
         return Ok(Json(TxStatus {
             hash: d.to_hex(),
@@ -332,17 +583,17 @@ async fn tx_status(State(st): St, Path(hash): Path<String>) -> Result<Json<TxSta
             height: Some(loc.height),
             reason: loc.rejected,
             reason_code: loc.rejected_code,
-            proposal_id: loc.proposal_id,
+            facts: loc.facts,
         }));
     }
-    if lock(&st.chain.mempool).contains(&d) {
+    if lock(&chain.mempool).contains(&d) {
         return Ok(Json(TxStatus {
             hash: d.to_hex(),
             status: "pending".into(),
             height: None,
             reason: None,
             reason_code: None,
-            proposal_id: None,
+            facts: BTreeMap::new(),
         }));
     }
     Err(Problem::new(
@@ -434,25 +685,25 @@ fn block_view(chain: &ChainShared, height: u64, with_txs: bool) -> Result<BlockV
 /// The latest committed block's header and certificate.
 #[utoipa::path(get, path = "/v1/blocks/latest", responses((status = 200, body = BlockView), (status = 404, body = Problem)))]
 async fn latest_block(
-    State(st): St,
+    OnChain(chain): OnChain,
     Query(q): Query<BlockQuery>,
 ) -> Result<Json<BlockView>, Problem> {
-    let h = st.chain.executed.load(Ordering::Acquire);
-    block_view(&st.chain, h, q.txs).map(Json)
+    let h = chain.executed.load(Ordering::Acquire);
+    block_view(&chain, h, q.txs).map(Json)
 }
 
 /// A committed block's header and certificate; `?txs=true` adds the transaction hashes.
 #[utoipa::path(get, path = "/v1/blocks/{height}", params(("height" = u64, Path)),
     responses((status = 200, body = BlockView), (status = 400, body = Problem), (status = 404, body = Problem)))]
 async fn block_at(
-    State(st): St,
-    Path(height): Path<String>,
+    OnChain(chain): OnChain,
+    p: Params,
     Query(q): Query<BlockQuery>,
 ) -> Result<Json<BlockView>, Problem> {
-    let height: u64 = height.parse().map_err(|_| {
+    let height: u64 = p.get("height").parse().map_err(|_| {
         Problem::new(StatusCode::BAD_REQUEST, "bad-path", "height is a number").field("height")
     })?;
-    block_view(&st.chain, height, q.txs).map(Json)
+    block_view(&chain, height, q.txs).map(Json)
 }
 
 /// The anchor proof bundle, format `trellis.anchor-bundle/v2`, specified byte for byte in
@@ -522,9 +773,8 @@ pub struct StateSchema {
 #[utoipa::path(get, path = "/v1/anchors/{digest}", params(("digest" = String, Path)),
     responses((status = 200, description = "the anchor's proof bundle, which holds its record", body = AnchorBundleSchema), (status = 400, body = Problem), (status = 500, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem)))]
-async fn anchor(State(st): St, Path(digest): Path<String>) -> Result<Response, Problem> {
-    let d = parse_digest(&digest, "digest")?;
-    let chain = st.chain.clone();
+async fn anchor(OnChain(chain): OnChain, p: Params) -> Result<Response, Problem> {
+    let d = parse_digest(p.get("digest"), "digest")?;
     let bundle = tokio::task::spawn_blocking(move || crate::proofs::anchor_bundle(&chain, &d))
         .await
         .map_err(internal)??;
@@ -532,37 +782,18 @@ async fn anchor(State(st): St, Path(digest): Path<String>) -> Result<Response, P
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct AccountView {
-    pub public_key: String,
-    pub org: String,
-    pub role: String,
-    pub next_nonce: u64,
-}
-
-/// A registered account as of the last executed block: its org, role and next nonce.
-#[utoipa::path(get, path = "/v1/accounts/{key}", params(("key" = String, Path)),
-    responses((status = 200, body = AccountView), (status = 400, body = Problem), (status = 404, body = Problem)))]
-async fn account(State(st): St, Path(key): Path<String>) -> Result<Json<AccountView>, Problem> {
-    let k = trellis_types::PublicKey(parse_digest(&key, "key")?.0);
-    let (acct, _) = read_state(&st.chain, |state| {
-        trellis_ledger::beacon::read_account(state, &k)
-    })?;
-    let acct = acct.ok_or_else(|| {
-        Problem::new(StatusCode::NOT_FOUND, "unknown-account", "no such account").field("key")
-    })?;
-    Ok(Json(AccountView {
-        public_key: hex::encode(k.0),
-        org: acct.org.clone(),
-        role: format!("{:?}", acct.role()).to_lowercase(),
-        next_nonce: acct.next_nonce,
-    }))
-}
-
-#[derive(Serialize, ToSchema)]
 pub struct StatusView {
     pub node: String,
     pub chain_id: String,
+    /// The application: `beacon` or `shard`.
+    pub application: String,
     pub epoch: u64,
+    /// The current epoch's committee (hex consensus keys).
+    pub committee: Vec<String>,
+    /// Why the chain stopped on this node, if it has: it then commits nothing until the node
+    /// restarts, and `/readyz` says so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub halted: Option<String>,
     pub round: u64,
     pub committed_height: u64,
     pub head_hash: String,
@@ -575,23 +806,25 @@ pub struct StatusView {
 
 /// Chain id, epoch, round, committed height, head hash, state root, connected peers, pool size.
 #[utoipa::path(get, path = "/v1/status", responses((status = 200, body = StatusView)))]
-async fn status(State(st): St) -> Json<StatusView> {
-    let s = st.chain.status_snapshot();
+async fn status(State(st): St, OnChain(chain): OnChain) -> Json<StatusView> {
+    let s = chain.status_snapshot();
     let (size, bytes) = {
-        let pool = lock(&st.chain.mempool);
+        let pool = lock(&chain.mempool);
         (pool.len(), pool.bytes())
     };
     Json(StatusView {
         node: st.node_name.clone(),
         chain_id: s.chain_id,
+        application: s.application,
         epoch: s.epoch,
+        committee: s.committee,
+        halted: chain.halted().map(str::to_string),
         round: s.round,
         committed_height: s.committed_height,
         head_hash: s.head_hash,
         state_height: s.state_height,
         state_root: s.state_root,
-        peers: st
-            .chain
+        peers: chain
             .net
             .connected_peers()
             .iter()
@@ -602,75 +835,128 @@ async fn status(State(st): St) -> Json<StatusView> {
     })
 }
 
-/// Ready when connected to enough peers to reach a quorum with this node.
+/// Ready when every hosted chain is: not stopped, and, if this node is in the chain's current
+/// committee, connected to enough of that committee to reach a quorum with itself.
 async fn ready(State(st): St) -> Response {
-    let committee = &st.chain.genesis.committee;
-    let connected = st.chain.net.connected_peers().len() + 1;
-    if connected >= committee.quorum() {
+    let mut unready = Vec::new();
+    for chain in st.chains.values() {
+        if let Some(reason) = chain.halted() {
+            unready.push(format!("chain `{}` stopped: {reason}", chain.chain_id));
+            continue;
+        }
+        let committee = chain.status_snapshot().committee;
+        let connected: std::collections::BTreeSet<String> = chain
+            .net
+            .connected_peers()
+            .iter()
+            .map(|k| hex::encode(k.0))
+            .collect();
+        let me = hex::encode(chain.net.me().0);
+        if !committee.contains(&me) {
+            continue;
+        }
+        let reachable = committee
+            .iter()
+            .filter(|k| **k == me || connected.contains(*k))
+            .count();
+        let quorum = trellis_consensus::Committee::quorum_of(committee.len());
+        if reachable < quorum {
+            unready.push(format!(
+                "chain `{}`: connected to {reachable} of the {quorum} validators a quorum needs",
+                chain.chain_id
+            ));
+        }
+    }
+    if unready.is_empty() {
         "ready".into_response()
     } else {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not-ready",
-            format!(
-                "connected to {connected} of the {} validators a quorum needs",
-                committee.quorum()
-            ),
+            unready.join("; "),
         )
         .into_response()
     }
 }
 
+/// Prometheus text: each hosted chain's counters and gauges labelled `chain`, the network's
+/// and the process's without a label.
 async fn metrics(State(st): St) -> Response {
-    let m = &st.chain.metrics;
-    let s = st.chain.status_snapshot();
-    let net = st.chain.net.stats();
-    let (pool_len, pool_bytes) = {
-        let pool = lock(&st.chain.mempool);
-        (pool.len(), pool.bytes())
-    };
     let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let lines = [
-        (
-            "counter",
-            "trellis_chain_blocks_committed_total",
-            ld(&m.blocks_committed),
-        ),
-        (
-            "counter",
-            "trellis_chain_txs_committed_total",
-            ld(&m.txs_committed),
-        ),
-        (
-            "counter",
-            "trellis_chain_txs_failed_total",
-            ld(&m.txs_failed),
-        ),
-        (
-            "counter",
-            "trellis_mempool_txs_admitted_total",
-            ld(&m.txs_admitted),
-        ),
-        (
-            "counter",
-            "trellis_mempool_txs_rejected_total",
-            ld(&m.txs_rejected),
-        ),
-        (
-            "counter",
-            "trellis_chain_commit_duration_microseconds_total",
-            ld(&m.commit_micros_total),
-        ),
-        (
-            "counter",
-            "trellis_net_malformed_frames_total",
-            ld(&m.malformed_frames),
-        ),
-        (
-            "counter",
-            "trellis_chain_sync_served_total",
-            ld(&m.sync_served),
-        ),
+    let mut samples: BTreeMap<(&'static str, &'static str), Vec<(String, u64)>> = BTreeMap::new();
+    for chain in st.chains.values() {
+        let m = &chain.metrics;
+        let s = chain.status_snapshot();
+        let (pool_len, pool_bytes) = {
+            let pool = lock(&chain.mempool);
+            (pool.len(), pool.bytes())
+        };
+        let label = format!("{{chain=\"{}\"}}", chain.chain_id.replace(['\\', '"'], "_"));
+        let per_chain = [
+            (
+                "counter",
+                "trellis_chain_blocks_committed_total",
+                ld(&m.blocks_committed),
+            ),
+            (
+                "counter",
+                "trellis_chain_txs_committed_total",
+                ld(&m.txs_committed),
+            ),
+            (
+                "counter",
+                "trellis_chain_txs_failed_total",
+                ld(&m.txs_failed),
+            ),
+            (
+                "counter",
+                "trellis_mempool_txs_admitted_total",
+                ld(&m.txs_admitted),
+            ),
+            (
+                "counter",
+                "trellis_mempool_txs_rejected_total",
+                ld(&m.txs_rejected),
+            ),
+            (
+                "counter",
+                "trellis_chain_commit_duration_microseconds_total",
+                ld(&m.commit_micros_total),
+            ),
+            (
+                "counter",
+                "trellis_net_malformed_frames_total",
+                ld(&m.malformed_frames),
+            ),
+            (
+                "counter",
+                "trellis_chain_sync_served_total",
+                ld(&m.sync_served),
+            ),
+            (
+                "gauge",
+                "trellis_chain_committed_height",
+                s.committed_height,
+            ),
+            ("gauge", "trellis_chain_epoch", s.epoch),
+            ("gauge", "trellis_chain_round", s.round),
+            (
+                "gauge",
+                "trellis_chain_halted",
+                u64::from(chain.halted().is_some()),
+            ),
+            ("gauge", "trellis_mempool_txs", pool_len as u64),
+            ("gauge", "trellis_mempool_bytes", pool_bytes as u64),
+        ];
+        for (kind, name, v) in per_chain {
+            samples
+                .entry((name, kind))
+                .or_default()
+                .push((format!("{name}{label}"), v));
+        }
+    }
+    let net = st.beacon.net.stats();
+    let node_wide = [
         ("counter", "trellis_net_frames_in_total", net.frames_in),
         ("counter", "trellis_net_frames_out_total", net.frames_out),
         ("counter", "trellis_net_bytes_in_total", net.bytes_in),
@@ -697,24 +983,24 @@ async fn metrics(State(st): St) -> Response {
         ),
         (
             "gauge",
-            "trellis_chain_committed_height",
-            s.committed_height,
-        ),
-        ("gauge", "trellis_chain_epoch", s.epoch),
-        ("gauge", "trellis_chain_round", s.round),
-        ("gauge", "trellis_mempool_txs", pool_len as u64),
-        ("gauge", "trellis_mempool_bytes", pool_bytes as u64),
-        (
-            "gauge",
             "trellis_net_peers_connected",
-            st.chain.net.connected_peers().len() as u64,
+            st.beacon.net.connected_peers().len() as u64,
         ),
+        ("gauge", PROCESS_ID_METRIC, u64::from(std::process::id())),
     ];
     let cpu = process_cpu_micros().map(|v| ("counter", PROCESS_CPU_METRIC, v));
-    let pid = ("gauge", PROCESS_ID_METRIC, u64::from(std::process::id()));
+    for (kind, name, v) in node_wide.into_iter().chain(cpu) {
+        samples
+            .entry((name, kind))
+            .or_default()
+            .push((name.to_string(), v));
+    }
     let mut out = String::new();
-    for (kind, name, v) in lines.into_iter().chain(cpu).chain([pid]) {
-        out.push_str(&format!("# TYPE {name} {kind}\n{name} {v}\n"));
+    for ((name, kind), lines) in samples {
+        out.push_str(&format!("# TYPE {name} {kind}\n"));
+        for (sample, v) in lines {
+            out.push_str(&format!("{sample} {v}\n"));
+        }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
@@ -732,7 +1018,8 @@ fn process_cpu_micros() -> Option<u64> {
     cpu_micros_of_stat(&std::fs::read_to_string("/proc/self/stat").ok()?)
 }
 
-/// The value of the unlabelled sample `name` in Prometheus text exposition.
+/// The value of the sample `name` in Prometheus text exposition; `name` includes its labels as
+/// written (`trellis_chain_committed_height{chain="beacon"}`).
 pub fn metric_value(exposition: &str, name: &str) -> Option<u64> {
     exposition.lines().find_map(|line| {
         let (sample, value) = line.split_once(' ')?;
@@ -756,16 +1043,17 @@ pub fn cpu_micros_of_stat(stat: &str) -> Option<u64> {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Trellis node client API", version = "1"),
-    paths(submit, tx_status, latest_block, block_at, anchor, account, status),
+    paths(submit, tx_status, latest_block, block_at, anchor, status, chains_list),
     components(schemas(
         Problem,
+        ChainList,
+        ChainSummary,
         SubmitRequest,
         Accepted,
         BatchAccepted,
         BatchItem,
         TxStatus,
         BlockView,
-        AccountView,
         StatusView,
         AnchorBundleSchema,
         AnchorRecordSchema,

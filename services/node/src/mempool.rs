@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+use trellis_ledger::state::StateError;
 use trellis_types::tx::DEFAULT_MAX_TX_BYTES;
 use trellis_types::{Digest, PublicKey, Transaction, TxError};
 
@@ -35,8 +36,9 @@ impl Default for MempoolConfig {
 
 /// The chain's view of accounts, as of the last committed block.
 pub trait Accounts {
-    /// The next nonce `account` may use, or `None` if it is not a registered account.
-    fn next_nonce(&self, account: &PublicKey) -> Option<u64>;
+    /// The next nonce `account` may use, `None` if it is not a registered account; an error
+    /// when the state could not be read (never taken for "not registered").
+    fn next_nonce(&self, account: &PublicKey) -> Result<Option<u64>, StateError>;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,20 +64,28 @@ pub enum Rejected {
     NonceTaken(u64),
     #[error("the pool is full; retry later")]
     Full,
+    #[error("the chain's state cannot be read; retry later")]
+    Unavailable,
 }
 
 impl Rejected {
-    /// A full pool is temporary (HTTP 503 with Retry-After); everything else is the sender's.
+    /// A full pool or unreadable state is temporary (HTTP 503 with Retry-After); everything
+    /// else is the sender's.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Rejected::Full)
+        matches!(self, Rejected::Full | Rejected::Unavailable)
     }
 }
 
-/// Decoding and the chain check: pure, so it runs outside any lock.
-#[derive(Clone, Debug)]
+/// The chain application's check of an action's bytes ([`trellis_ledger::app::Application::check_action`]).
+pub type ActionCheck = Arc<dyn Fn(&[u8]) -> Result<(), TxError> + Send + Sync>;
+
+/// Decoding, the chain check and the application's check of the action: pure, so it runs
+/// outside any lock.
+#[derive(Clone)]
 pub struct TxDecoder {
     chain_id: String,
     max_tx_bytes: usize,
+    check_action: Option<ActionCheck>,
 }
 
 impl TxDecoder {
@@ -86,6 +96,9 @@ impl TxDecoder {
                 got: tx.chain_id().to_string(),
                 want: self.chain_id.clone(),
             });
+        }
+        if let Some(check) = &self.check_action {
+            check(tx.action())?;
         }
         Ok(tx)
     }
@@ -98,6 +111,7 @@ impl TxDecoder {
 pub struct Mempool {
     chain_id: String,
     config: MempoolConfig,
+    check_action: Option<ActionCheck>,
     /// Never iterated (blocks are filled through `by_account`), so hashed: each transaction is
     /// looked up here about six times on its way. SipHash with a random key, because senders
     /// choose the transactions and so, by grinding, their hashes' low bits.
@@ -111,10 +125,17 @@ impl Mempool {
         Mempool {
             chain_id: chain_id.to_string(),
             config,
+            check_action: None,
             by_hash: HashMap::new(),
             by_account: BTreeMap::new(),
             bytes: 0,
         }
+    }
+
+    /// Admission also checks each action with the chain's application.
+    pub fn with_action_check(mut self, check: ActionCheck) -> Mempool {
+        self.check_action = Some(check);
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -182,6 +203,7 @@ impl Mempool {
         TxDecoder {
             chain_id: self.chain_id.clone(),
             max_tx_bytes: self.config.max_tx_bytes,
+            check_action: self.check_action.clone(),
         }
     }
 
@@ -199,6 +221,7 @@ impl Mempool {
         }
         let next = accounts
             .next_nonce(&tx.sender())
+            .map_err(|_| Rejected::Unavailable)?
             .ok_or(Rejected::UnknownAccount)?;
         if tx.nonce() < next {
             return Err(Rejected::NonceUsed {
@@ -264,7 +287,9 @@ impl Mempool {
             .by_account
             .iter()
             .filter_map(|(account, nonces)| {
-                let next = accounts.next_nonce(account)?;
+                // Unreadable (the caller's state records the fault) or unregistered: nothing
+                // of this account goes into the block.
+                let next = accounts.next_nonce(account).ok().flatten()?;
                 Some((next, nonces.range(next..)))
             })
             .collect();
@@ -316,8 +341,10 @@ impl Mempool {
         let mut removed = Vec::new();
         self.by_account.retain(|account, nonces| {
             let keep = match accounts.next_nonce(account) {
-                Some(next) => nonces.split_off(&next),
-                None => BTreeMap::new(),
+                Ok(Some(next)) => nonces.split_off(&next),
+                Ok(None) => BTreeMap::new(),
+                // Unreadable: keep everything; dropping would lose transactions answered 202.
+                Err(_) => return true,
             };
             removed.extend(nonces.values().copied());
             *nonces = keep;

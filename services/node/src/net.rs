@@ -297,6 +297,11 @@ impl Network {
         self.shared.local_addr
     }
 
+    /// This node's consensus key.
+    pub fn me(&self) -> PublicKey {
+        self.shared.me
+    }
+
     /// Queues `frame` for `to` without waiting; unknown peer, full queue or oversized
     /// frame means the frame is dropped and counted.
     pub fn send(&self, to: &PublicKey, frame: Bytes) {

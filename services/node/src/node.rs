@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use trellis_consensus::ReplicaConfig;
+use trellis_ledger::app::Application;
 use trellis_types::genesis::Genesis;
 use trellis_types::{PublicKey, Signer};
 
@@ -241,6 +242,13 @@ fn parse_key(hex_key: &str, what: &str) -> Result<PublicKey, NodeError> {
     Ok(PublicKey(bytes))
 }
 
+/// How a node gets the application of each chain it hosts: the binary knows the applications,
+/// the node does not (it imports none).
+pub trait Applications: Send + Sync {
+    /// The beacon's application, from the beacon's genesis file.
+    fn beacon(&self, genesis: &Genesis) -> Result<Arc<dyn Application>, String>;
+}
+
 /// A node that is running; dropping it does not stop it, [`RunningNode::shutdown`] does.
 pub struct RunningNode {
     pub name: String,
@@ -291,11 +299,15 @@ async fn watch_crls(shared: Arc<ChainShared>, paths: Vec<PathBuf>, every_ms: u64
 }
 
 impl RunningNode {
-    pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
+    pub async fn start(
+        config: NodeConfig,
+        applications: &dyn Applications,
+    ) -> Result<RunningNode, NodeError> {
         let genesis = Genesis::from_json(&read(&config.genesis)?).map_err(|e| NodeError::File {
             path: config.genesis.display().to_string(),
             reason: e.to_string(),
         })?;
+        let beacon_app = applications.beacon(&genesis).map_err(NodeError::Config)?;
         let signer = KeyFile::load(&config.key_file)?.signer()?;
         let me = signer.public_key();
         let mut peers = Vec::new();
@@ -363,7 +375,7 @@ impl RunningNode {
             ..ChainConfig::default()
         };
         let (driver, shared) =
-            match Driver::open(&genesis, signer, &chain_config, store, net.clone()) {
+            match Driver::open(beacon_app, signer, &chain_config, store, net.clone()) {
                 Ok(opened) => opened,
                 Err(e) => {
                     // A node that does not start leaves its address free to start again.
@@ -393,7 +405,7 @@ impl RunningNode {
             .local_addr()
             .map_err(|e| NodeError::Api(e.to_string()))?;
         let (api_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = crate::api::router(shared.clone(), config.name.clone());
+        let app = crate::api::router(vec![shared.clone()], shared.clone(), config.name.clone());
         tasks.push(tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async {
                 let _ = stopped.await;

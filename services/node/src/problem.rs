@@ -1,11 +1,12 @@
 //! The client API's errors: RFC 9457 problems (`application/problem+json`), the constructors the
-//! route modules (`api`, `registry`) and the proof bundles (`proofs`) share, and `read_state`,
+//! route modules (`api`) and the proof bundles (`proofs`) share, and `read_state`,
 //! which answers a failed store read as one.
 
 use crate::chain::{ChainShared, StateAt};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use trellis_ledger::app::ReadError;
 use utoipa::ToSchema;
 
 /// An RFC 9457 problem.
@@ -92,11 +93,27 @@ pub(crate) fn no_anchor() -> Problem {
 /// block's height. A read the store failed makes it a 500: never an answer of "absent".
 pub(crate) fn read_state<T>(
     chain: &ChainShared,
-    read: impl FnOnce(&StateAt<'_>) -> T,
+    read: impl FnOnce(&StateAt<'_>) -> Result<T, ReadError>,
 ) -> Result<(T, u64), Problem> {
     let state = chain.state();
-    let out = read(&state);
-    let height = state.version;
-    state.finish().map_err(internal)?;
-    Ok((out, height))
+    let out = read(&state).map_err(read_problem)?;
+    Ok((out, state.version))
+}
+
+/// An application read's refusal as a problem.
+pub(crate) fn read_problem(e: ReadError) -> Problem {
+    match e {
+        ReadError::BadParam { field, reason } => Problem::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!("{field} {reason}"),
+        )
+        .field(field),
+        ReadError::NotFound {
+            kind,
+            field,
+            detail,
+        } => Problem::new(StatusCode::NOT_FOUND, kind, detail).field(field),
+        ReadError::State(e) => internal(e),
+    }
 }

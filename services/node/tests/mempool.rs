@@ -1,16 +1,17 @@
 //! Mempool admission and block filling with real signed transactions.
 
 use std::collections::BTreeMap;
+use trellis_ledger::state::StateError;
 use trellis_node::mempool::{Accounts, Admitted, Mempool, MempoolConfig, Rejected};
-use trellis_types::{Action, Digest, PublicKey, Signer, Tag, Transaction, TxError};
+use trellis_types::{BeaconAction, Digest, PublicKey, Signer, Tag, Transaction, TxError};
 
 const CHAIN: &str = "trellis-beacon-test";
 
 struct Registry(BTreeMap<PublicKey, u64>);
 
 impl Accounts for Registry {
-    fn next_nonce(&self, account: &PublicKey) -> Option<u64> {
-        self.0.get(account).copied()
+    fn next_nonce(&self, account: &PublicKey) -> Result<Option<u64>, StateError> {
+        Ok(self.0.get(account).copied())
     }
 }
 
@@ -23,7 +24,7 @@ fn tx(i: u8, nonce: u64) -> Vec<u8> {
 }
 
 fn tx_tagged(i: u8, nonce: u64, tag: &str) -> Vec<u8> {
-    let action = Action::Anchor {
+    let action = BeaconAction::Anchor {
         digest: Digest([nonce as u8; 32]),
         tag: Tag::parse(tag).expect("valid tag"),
     };
@@ -58,7 +59,7 @@ fn admission_checks_each_rule() {
         "other",
         &signer(1),
         0,
-        Action::Anchor {
+        BeaconAction::Anchor {
             digest: Digest([0; 32]),
             tag: Tag::default(),
         },

@@ -20,7 +20,7 @@ fn chain(blocks: u8) -> (StateTree<MemoryTreeStore>, Vec<Digest>) {
         let txs: Vec<Transaction> = (1..=3)
             .map(|i| anchor(i, u64::from(h - 1), h * 10 + i))
             .collect();
-        let out = execute_block(CHAIN, 1, &view, &txs);
+        let out = execute_block(CHAIN, 1, &view, &txs).expect("the state reads");
         assert!(out.receipts.iter().all(|r| r.outcome.is_ok()));
         roots.push(tree.apply(u64::from(h), &out.writes).expect("root"));
         view.apply(&out.writes);

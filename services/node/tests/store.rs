@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use trellis_ledger::beacon::execute_block;
-use trellis_ledger::state::{MemoryState, StateKey, StateView, WriteSet};
+use trellis_ledger::state::{MemoryState, StateError, StateKey, StateView, WriteSet};
 use trellis_node::chain::StateAt;
 use trellis_node::state_tree::{MemoryTreeStore, StateTree, StateTreeError};
 use trellis_node::store::{CommitBatch, NodeStore, StoreError};
@@ -182,7 +182,7 @@ impl Chain {
         let txs: Vec<Transaction> = (1..=3)
             .map(|i| anchor(i, u64::from(h - 1), h * 10 + i))
             .collect();
-        let out = execute_block(CHAIN, 1, &self.view, &txs);
+        let out = execute_block(CHAIN, 1, &self.view, &txs).expect("the state reads");
         assert!(out.receipts.iter().all(|r| r.outcome.is_ok()));
         self.commit(u64::from(h), &out.writes, &txs);
         txs
@@ -363,7 +363,7 @@ fn a_version_before_an_empty_one_is_gone_not_half_there_once_memory_lets_it_go()
         let txs: Vec<Transaction> = (1..=3)
             .map(|i| anchor(i, u64::from(h - 2), h * 10 + i))
             .collect();
-        let out = execute_block(CHAIN, 1, &chain.view, &txs);
+        let out = execute_block(CHAIN, 1, &chain.view, &txs).expect("the state reads");
         assert!(out.receipts.iter().all(|r| r.outcome.is_ok()));
         chain.commit(u64::from(h), &out.writes, &txs);
     }
@@ -461,7 +461,9 @@ fn an_unflushed_tree_is_rebuilt_by_replaying_the_committed_blocks() {
 
     // Nothing is committed before the tree is replayed.
     let txs: Vec<Transaction> = (1..=3).map(|i| anchor(i, 10, 110 + i)).collect();
-    let next = execute_block(CHAIN, 1, &chain.view, &txs).writes;
+    let next = execute_block(CHAIN, 1, &chain.view, &txs)
+        .expect("the state reads")
+        .writes;
     let (root, tree) = memory.prepare(11, &next).expect("prepare");
     let refused = chain.store.commit(commit_batch(11, root.0, tree.clone()));
     match refused {
@@ -547,7 +549,9 @@ fn the_store_and_the_memory_tree_agree_on_every_root() {
         let txs: Vec<Transaction> = (1..=3)
             .map(|i| anchor(i, u64::from(h - 1), h * 10 + i))
             .collect();
-        let writes = execute_block(CHAIN, 1, &view, &txs).writes;
+        let writes = execute_block(CHAIN, 1, &view, &txs)
+            .expect("the state reads")
+            .writes;
         chain.anchors(h);
         assert_eq!(
             memory.apply(u64::from(h), &writes).expect("apply"),
@@ -571,7 +575,9 @@ fn a_refused_commit_writes_nothing() {
         .put_pending_block(block_id(3), 3, b"pending 3")
         .expect("pending");
     let txs: Vec<Transaction> = (1..=3).map(|i| anchor(i, 1, 20 + i)).collect();
-    let writes = execute_block(CHAIN, 1, &chain.view, &txs).writes;
+    let writes = execute_block(CHAIN, 1, &chain.view, &txs)
+        .expect("the state reads")
+        .writes;
     let (root, _) = chain.tree.prepare(2, &writes).expect("prepare");
     let batch = |height: u64, state_root: [u8; 32]| {
         let (_, tree) = chain.tree.prepare(2, &writes).expect("prepare");
@@ -959,21 +965,16 @@ fn corrupt_records_are_errors_not_panics() {
     let root = chain.roots[1];
     let key = StateKey::account(&signer(1).public_key());
     let intact = StateAt::new(&chain.store, 1);
-    assert!(intact.get(&key).is_some());
-    intact.finish().expect("nothing failed");
+    assert!(intact.get(&key).expect("nothing failed").is_some());
     drop(chain);
 
     // Below the root (a node key's ninth byte is its nibble count; the root's is 0).
     corrupt(dir.path(), |k| k[8] != 0);
     let chain = Chain::open(dir.path());
-    // Execution's view answers a failed read as absent (the ledger has no error path) but
-    // remembers it: the commit and the replay ask before they use what was read.
+    // Execution's view answers a failed read as an error, never as an absent key.
     let view = StateAt::new(&chain.store, 1);
-    assert_eq!(view.get(&key), None);
-    match view.finish() {
-        Err(e @ StoreError::Corrupt { .. }) => {
-            assert!(e.to_string().contains("corrupt tree node"), "{e}")
-        }
+    match view.get(&key) {
+        Err(StateError::Store(e)) => assert!(e.contains("corrupt tree node"), "{e}"),
         other => panic!("expected the failed read, got {other:?}"),
     }
     match chain.store.state_root(1) {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use trellis_node::api::{PROCESS_CPU_METRIC, PROCESS_ID_METRIC, metric_value};
 use trellis_node::node::KeyFile;
-use trellis_types::{Action, Digest, Tag, Transaction};
+use trellis_types::{BeaconAction, Digest, Tag, Transaction};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -122,7 +122,12 @@ pub async fn run(args: BenchArgs) -> Result<i32> {
         seed.extend_from_slice(&(i as u64).to_be_bytes());
         let digest = Digest::of(&seed);
         let tag = Tag::parse(&"b".repeat(pad)).map_err(|e| anyhow!("tag: {e}"))?;
-        let tx = Transaction::sign(&chain_id, signer, *nonce, Action::Anchor { digest, tag });
+        let tx = Transaction::sign(
+            &chain_id,
+            signer,
+            *nonce,
+            BeaconAction::Anchor { digest, tag },
+        );
         *nonce += 1;
         txs.push((tx.hash(), tx.encoded().to_vec()));
     }

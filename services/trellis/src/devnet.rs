@@ -17,7 +17,7 @@ use crate::local::{free_port, random_seed, write, write_secret};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use trellis_node::node::{KeyFile, NodeConfig, PeerConfig, RunningNode, TlsPaths, Tuning};
+use trellis_node::node::{KeyFile, NodeConfig, PeerConfig, TlsPaths, Tuning};
 use trellis_pki::{DAY_MS, NodeCertRequest, OrgCa, RootCa, Serial};
 use trellis_types::genesis::{ChainParams, Genesis, GenesisAccountEntry, GenesisValidator};
 
@@ -307,7 +307,7 @@ pub async fn run(dir: &Path, validators: usize) -> Result<()> {
     let mut running = Vec::new();
     for n in &network.nodes {
         let config = NodeConfig::load(&n.config, std::env::vars())?;
-        running.push(RunningNode::start(config).await?);
+        running.push(crate::apps::start_node(config).await?);
     }
     println!(
         "trellis devnet `{}` running from {}",

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 use std::path::Path;
 use trellis_node::node::KeyFile;
-use trellis_types::{Action, OrgId, ProposalKind, PublicKey, Signer, Transaction};
+use trellis_types::{BeaconAction, OrgId, ProposalKind, PublicKey, Signer, Transaction};
 
 /// What the key signs to log in: the domain, then the server's challenge bytes.
 pub const AUTH_CHALLENGE_DOMAIN: &[u8] = b"trellis/auth-challenge/v1";
@@ -62,7 +62,7 @@ pub async fn sign_for_chain(
     http: &reqwest::Client,
     api: &str,
     signer: &Signer,
-    action: Action,
+    action: BeaconAction,
 ) -> Result<Transaction> {
     let chain = json_or_error(http.get(url(api, "/v1/chain")).send().await?, "chain info").await?;
     let chain_id = chain["chain_id"]
@@ -161,7 +161,7 @@ pub async fn governance_propose(api: &str, key: &Path, proposal: Proposal) -> Re
     let signer = load_signer(key)?;
     let http = reqwest::Client::new();
     let token = login(&http, api, &signer).await?;
-    let tx = sign_for_chain(&http, api, &signer, Action::Propose(kind)).await?;
+    let tx = sign_for_chain(&http, api, &signer, BeaconAction::Propose(kind)).await?;
     let resp = http
         .post(url(api, "/v1/governance/proposals"))
         .bearer_auth(token)
@@ -180,7 +180,7 @@ pub async fn governance_vote(api: &str, key: &Path, proposal: u64, approve: bool
         &http,
         api,
         &signer,
-        Action::Vote {
+        BeaconAction::Vote {
             proposal_id: proposal,
             approve,
         },

@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod apps;
 pub mod bench;
 pub mod client;
 pub mod devnet;

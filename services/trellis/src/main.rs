@@ -11,10 +11,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
-use trellis_node::node::{KeyFile, NodeConfig, RunningNode};
+use trellis_node::node::{KeyFile, NodeConfig};
 use trellis_types::bundle::AnchorBundle;
 use trellis_types::genesis::Genesis;
-use trellis_types::{Action, Digest, Tag, Transaction};
+use trellis_types::{BeaconAction, Digest, Tag, Transaction};
 
 /// mimalloc instead of the system allocator: a node allocates and frees small objects (tree
 /// nodes, transactions, store entries) on several threads at a high rate, and glibc's malloc
@@ -323,7 +323,7 @@ async fn run(cli: Cli) -> Result<i32> {
         } => devnet::run(&dir, validators).await.map(|_| 0),
         Command::Node { config } => {
             let config = NodeConfig::load(&config, std::env::vars())?;
-            let node = RunningNode::start(config).await?;
+            let node = trellis::apps::start_node(config).await?;
             println!(
                 "{} api http://{} p2p {}",
                 node.name, node.api_addr, node.p2p_addr
@@ -524,7 +524,12 @@ async fn tx_anchor(
         .ok_or_else(|| anyhow!("node status has no chain id"))?
         .to_string();
     let nonce = client::account_nonce(&client, base, &key.public_key).await?;
-    let tx = Transaction::sign(&chain_id, &signer, nonce, Action::Anchor { digest, tag });
+    let tx = Transaction::sign(
+        &chain_id,
+        &signer,
+        nonce,
+        BeaconAction::Anchor { digest, tag },
+    );
     let resp = client
         .post(format!("{base}/v1/transactions"))
         .header("content-type", "application/x-protobuf")

@@ -12,7 +12,7 @@ use trellis_node::api::{PROCESS_CPU_METRIC, metric_value};
 use trellis_node::node::{KeyFile, NodeConfig, RunningNode};
 use trellis_types::bundle::AnchorBundle;
 use trellis_types::genesis::Genesis;
-use trellis_types::{Action, Digest, Signer, Tag, Transaction, pb};
+use trellis_types::{BeaconAction, Digest, Signer, Tag, Transaction, pb};
 
 struct Devnet {
     _dir: tempfile::TempDir,
@@ -30,7 +30,11 @@ impl Devnet {
         let mut nodes = Vec::new();
         for n in &network.nodes {
             let config = load_config(&n.config);
-            nodes.push(Some(RunningNode::start(config).await.expect("node starts")));
+            nodes.push(Some(
+                trellis::apps::start_node(config)
+                    .await
+                    .expect("node starts"),
+            ));
         }
         Devnet {
             _dir: tmp,
@@ -130,7 +134,7 @@ fn anchor_tx(signer: &Signer, nonce: u64, digest: Digest, tag: &str) -> Transact
         "devnet-test",
         signer,
         nonce,
-        Action::Anchor {
+        BeaconAction::Anchor {
             digest,
             tag: Tag::parse(tag).expect("tag"),
         },
@@ -203,7 +207,10 @@ async fn anchors_commit_everywhere_and_prove_offline() {
         .text()
         .await
         .expect("metrics text");
-    let committed = metric_value(&metrics, "trellis_chain_txs_committed_total");
+    let committed = metric_value(
+        &metrics,
+        "trellis_chain_txs_committed_total{chain=\"devnet-test\"}",
+    );
     assert!(committed >= Some(6), "{metrics}");
     if cfg!(target_os = "linux") {
         assert!(
@@ -307,14 +314,14 @@ async fn anchors_commit_everywhere_and_prove_offline() {
     let other_path = net.dir.join("other-genesis.json");
     std::fs::write(&other_path, other.to_json_pretty()).expect("write genesis");
     let real_path = std::mem::replace(&mut config.genesis, other_path);
-    let refused = RunningNode::start(config.clone()).await;
+    let refused = trellis::apps::start_node(config.clone()).await;
     let err = refused
         .err()
         .expect("another genesis is refused")
         .to_string();
     assert!(err.contains("made from another genesis"), "{err}");
     config.genesis = real_path;
-    net.nodes[1] = Some(RunningNode::start(config).await.expect("restart"));
+    net.nodes[1] = Some(trellis::apps::start_node(config).await.expect("restart"));
     let (code, v) = net
         .get(1, &format!("/v1/anchors/{}", digest.to_hex()))
         .await;
@@ -439,7 +446,7 @@ async fn bad_input_gets_problem_json_and_the_node_keeps_serving() {
         "another-chain",
         &member,
         0,
-        Action::Anchor {
+        BeaconAction::Anchor {
             digest: Digest::of(b"y"),
             tag: Tag::parse("t").expect("tag"),
         },
@@ -480,6 +487,145 @@ async fn bad_input_gets_problem_json_and_the_node_keeps_serving() {
     assert_eq!(v["chain_id"], "devnet-test");
     let (code, _) = net.get(0, "/openapi.json").await;
     assert_eq!(code, 200);
+    for n in net.nodes {
+        n.expect("running").shutdown().await;
+    }
+}
+
+/// Every chain route is served per chain under `/v1/chains/{chain_id}` and, for the beacon, under
+/// `/v1`; the beacon application's read routes are mounted by a node that does not know it, are
+/// paginated, and refuse bad queries with problem+json naming the parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chain_routes_are_served_per_chain_and_for_the_beacon_under_v1() {
+    let net = Devnet::start(4).await;
+    let (code, v) = net.get(0, "/v1/chains").await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["beacon"], "devnet-test", "{v}");
+    assert_eq!(v["chains"][0]["chain_id"], "devnet-test", "{v}");
+    assert_eq!(v["chains"][0]["application"], "beacon", "{v}");
+
+    // The same answers under both prefixes.
+    for path in ["/status", "/members", "/governance/params", "/revocations"] {
+        let (a, va) = net.get(0, &format!("/v1{path}")).await;
+        let (b, vb) = net.get(0, &format!("/v1/chains/devnet-test{path}")).await;
+        assert_eq!((a, b), (200, 200), "{path}: {va} {vb}");
+        if path != "/status" {
+            assert_eq!(va["height"].is_u64(), vb["height"].is_u64(), "{path}");
+        }
+    }
+    let (_, status) = net.get(0, "/v1/chains/devnet-test/status").await;
+    assert_eq!(status["application"], "beacon", "{status}");
+    let committee: Vec<String> = genesis_file(&net.dir)
+        .validators
+        .iter()
+        .map(|v| v.consensus_key.to_lowercase())
+        .collect();
+    assert_eq!(
+        status["committee"],
+        serde_json::json!(committee),
+        "{status}"
+    );
+    // The beacon records the committee it decided for itself.
+    let (code, v) = net
+        .get(0, "/v1/chains/devnet-test/committees/devnet-test")
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["members"], serde_json::json!(committee), "{v}");
+
+    // An unknown chain is a problem naming the chain id.
+    let resp = net
+        .client
+        .get(format!("{}/v1/chains/elsewhere/status", net.url(0)))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 404);
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v["field"], "chain_id", "{v}");
+
+    // Members come in pages, in org id order: the three genesis members, one per page.
+    let (_, all) = net.get(0, "/v1/members").await;
+    let mut paged = Vec::new();
+    let mut path = "/v1/members?limit=1".to_string();
+    loop {
+        let (code, page) = net.get(0, &path).await;
+        assert_eq!(code, 200, "{page}");
+        assert_eq!(page["members"].as_array().map(Vec::len), Some(1), "{page}");
+        paged.push(page["members"][0].clone());
+        match page["next"].as_str() {
+            Some(next) => path = format!("/v1/members?limit=1&after={next}"),
+            None => break,
+        }
+        assert!(paged.len() < 10, "pages do not end");
+    }
+    assert_eq!(paged.len(), 3);
+    assert_eq!(serde_json::json!(paged), all["members"], "{all}");
+
+    // Bad queries and paths of application routes.
+    for (path, field) in [
+        ("/v1/members?limit=0", "limit"),
+        ("/v1/members?limit=x", "limit"),
+        ("/v1/governance/proposals?status=won", "status"),
+        ("/v1/governance/proposals?before=0", "before"),
+        ("/v1/governance/proposals/abc", "id"),
+        ("/v1/accounts/zz", "key"),
+        ("/v1/chains/devnet-test/attestations/12", "key"),
+    ] {
+        let (code, v) = net.get(0, path).await;
+        assert_eq!(
+            (code, v["field"].as_str()),
+            (400, Some(field)),
+            "{path}: {v}"
+        );
+    }
+    let (code, v) = net
+        .get(0, "/v1/chains/devnet-test/members/no-such-org")
+        .await;
+    assert_eq!((code, v["field"].as_str()), (404, Some("org")), "{v}");
+    let (code, _) = net.get(0, "/v1/chains/devnet-test/no/such/route").await;
+    assert_eq!(code, 404);
+
+    // A transaction submitted per chain commits and is found under both prefixes.
+    let tx = anchor_tx(&net.account("member-1"), 0, Digest::of(b"per-chain"), "p");
+    let resp = net
+        .client
+        .post(format!("{}/v1/chains/devnet-test/transactions", net.url(1)))
+        .header("content-type", "application/x-protobuf")
+        .body(tx.encoded().to_vec())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 202);
+    net.wait_status(1, &tx.hash(), "committed").await;
+    let (code, v) = net
+        .get(
+            1,
+            &format!("/v1/chains/devnet-test/transactions/{}", tx.hash().to_hex()),
+        )
+        .await;
+    assert_eq!(
+        (code, v["status"].as_str()),
+        (200, Some("committed")),
+        "{v}"
+    );
+
+    // The OpenAPI document lists both forms of the application's routes.
+    let (_, doc) = net.get(0, "/openapi.json").await;
+    for path in [
+        "/v1/members",
+        "/v1/chains/{chain_id}/members",
+        "/v1/chains/{chain_id}/transactions",
+        "/v1/transactions",
+        "/v1/chains",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} is documented");
+    }
     for n in net.nodes {
         n.expect("running").shutdown().await;
     }
@@ -528,7 +674,7 @@ async fn a_restarted_validator_catches_up() {
     let v = net.wait_status(0, &last, "committed").await;
     let height = v["height"].as_u64().expect("height");
     net.wait_height(0, height + 20).await;
-    net.nodes[3] = Some(RunningNode::start(config).await.expect("restart"));
+    net.nodes[3] = Some(trellis::apps::start_node(config).await.expect("restart"));
     net.wait_status(3, &last, "committed").await;
     net.wait_height(3, height + 25).await;
     let (_, a) = net.get(0, &format!("/v1/blocks/{}", height + 20)).await;

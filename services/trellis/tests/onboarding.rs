@@ -16,7 +16,7 @@ use trellis::services::{RunningServices, ServicesConfig, Target};
 use trellis_identity::domain::{credit_code_check_char, resident_id_check_char};
 use trellis_node::node::{KeyFile, NodeConfig, RunningNode};
 use trellis_servicekit::Backend;
-use trellis_types::{Action, Digest, Signer, Tag, Transaction};
+use trellis_types::{BeaconAction, Digest, Signer, Tag, Transaction};
 
 const CHAIN: &str = "onboarding-test";
 
@@ -47,7 +47,11 @@ impl World {
                 ),
             ];
             let config = NodeConfig::load(&n.config, env).expect("node config");
-            nodes.push(RunningNode::start(config).await.expect("node starts"));
+            nodes.push(
+                trellis::apps::start_node(config)
+                    .await
+                    .expect("node starts"),
+            );
         }
         let mut config = ServicesConfig::load(
             network.services_config.as_ref().expect("services config"),
@@ -435,7 +439,7 @@ async fn onboarding_flow(backend: Backend) {
         CHAIN,
         &org_signer,
         0,
-        Action::Anchor {
+        BeaconAction::Anchor {
             digest: Digest::of(canary.as_bytes()),
             tag: Tag::parse("first-invoice").expect("tag"),
         },

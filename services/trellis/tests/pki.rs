@@ -10,7 +10,7 @@ use std::time::Duration;
 use trellis::devnet;
 use trellis::governance_cli::{self, Proposal};
 use trellis::services::{RunningServices, ServicesConfig, Target};
-use trellis_node::node::{KeyFile, NodeConfig, RunningNode};
+use trellis_node::node::{KeyFile, NodeConfig};
 use trellis_pki::{IssuingCa, verify};
 
 const CHAIN: &str = "pki-test";
@@ -107,7 +107,11 @@ async fn removing_a_member_cuts_its_nodes() {
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()));
         let config = NodeConfig::load(&n.config, env).expect("node config");
-        nodes.push(RunningNode::start(config).await.expect("node starts"));
+        nodes.push(
+            trellis::apps::start_node(config)
+                .await
+                .expect("node starts"),
+        );
     }
     let mut config =
         ServicesConfig::load(&services_config, std::iter::empty()).expect("services config");

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use trellis::devnet::Network;
 use trellis_node::node::KeyFile;
-use trellis_types::{Action, Digest, Tag, Transaction};
+use trellis_types::{BeaconAction, Digest, Tag, Transaction};
 
 const BIN: &str = env!("CARGO_BIN_EXE_trellis");
 
@@ -139,7 +139,7 @@ async fn kill_nine_during_load_then_catch_up() {
                 "proc-test",
                 &signers[a],
                 nonces[a],
-                Action::Anchor {
+                BeaconAction::Anchor {
                     digest: Digest::of(&[round.to_be_bytes(), k.to_be_bytes()].concat()),
                     tag: Tag::parse("load").expect("tag"),
                 },

@@ -1,6 +1,7 @@
 //! # trellis-types
 //!
-//! The types a Trellis chain and its offline verifier share: transactions and their canonical
+//! The types a Trellis chain and its offline verifier share: the transaction envelope and each
+//! application's actions ([`actions`]) with their canonical
 //! wire encoding (protobuf, `proto/trellis/v1`), account signatures and their batch
 //! verification, proofs of state against a state root, the node-to-node wire format
 //! ([`wire`]), the genesis file ([`genesis`]) and the anchor proof bundle with its offline
@@ -11,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod actions;
 pub mod bundle;
 pub mod genesis;
 pub mod state_proof;
@@ -25,9 +27,10 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/trellis.v1.rs"));
 }
 
+pub use actions::{BeaconAction, EncodeAction, OrgId, ProposalKind, Tag};
 pub use bundle::{AnchorBundle, BrokenLink, BundleError, GenesisTrust, Verdict, anchor_state_key};
 pub use genesis::{ChainParams, Genesis, GenesisAccountEntry, GenesisError, GenesisValidator};
 pub use state_proof::{ProofError, StateProof};
 pub use trellis_consensus::{Digest, PublicKey, Signature, Signer};
-pub use tx::{Action, OrgId, ProposalKind, Tag, Transaction, TxError};
+pub use tx::{Transaction, TxError};
 pub use wire::{NetMessage, WireError};

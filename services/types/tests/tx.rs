@@ -3,7 +3,7 @@
 
 use prost::Message;
 use trellis_types::tx::DEFAULT_MAX_TX_BYTES;
-use trellis_types::{Action, Digest, ProposalKind, Signer, Tag, Transaction, TxError, pb};
+use trellis_types::{BeaconAction, Digest, ProposalKind, Signer, Tag, Transaction, TxError, pb};
 
 const CHAIN: &str = "trellis-beacon-test";
 
@@ -11,15 +11,18 @@ fn signer(i: u8) -> Signer {
     Signer::from_seed([i; 32])
 }
 
-fn anchor(i: u8) -> Action {
-    Action::Anchor {
+fn anchor(i: u8) -> BeaconAction {
+    BeaconAction::Anchor {
         digest: Digest([i; 32]),
         tag: Tag::parse("invoice-2026-0042").expect("valid tag"),
     }
 }
 
+/// What the beacon admits: the envelope, then its action as a beacon action.
 fn decode(bytes: &[u8]) -> Result<Transaction, TxError> {
-    Transaction::decode(bytes, DEFAULT_MAX_TX_BYTES)
+    let tx = Transaction::decode(bytes, DEFAULT_MAX_TX_BYTES)?;
+    BeaconAction::decode(tx.action())?;
+    Ok(tx)
 }
 
 #[test]
@@ -116,31 +119,27 @@ fn with_body(edit: impl FnOnce(&mut pb::TransactionBody)) -> Vec<u8> {
     .encode_to_vec()
 }
 
-fn anchor_of(body: &mut pb::TransactionBody) -> &mut pb::Anchor {
-    match body.action.as_mut() {
-        Some(pb::transaction_body::Action::Anchor(a)) => a,
-        _ => unreachable!("test bodies carry an anchor"),
-    }
+/// A body whose anchor action is edited.
+fn with_anchor(edit: impl FnOnce(&mut pb::Anchor)) -> Vec<u8> {
+    with_body(|b| {
+        let mut action = pb::BeaconAction::decode(b.action.as_slice()).expect("decodes");
+        match action.action.as_mut() {
+            Some(pb::beacon_action::Action::Anchor(a)) => edit(a),
+            _ => unreachable!("test bodies carry an anchor"),
+        }
+        b.action = action.encode_to_vec();
+    })
 }
 
 #[test]
 fn each_invalid_field_is_named() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        (
-            "anchor.digest",
-            with_body(|b| anchor_of(b).digest.truncate(31)),
-        ),
-        (
-            "anchor.tag",
-            with_body(|b| anchor_of(b).tag = "x".repeat(65)),
-        ),
-        (
-            "anchor.tag",
-            with_body(|b| anchor_of(b).tag = "bad\ntag".into()),
-        ),
+        ("anchor.digest", with_anchor(|a| a.digest.truncate(31))),
+        ("anchor.tag", with_anchor(|a| a.tag = "x".repeat(65))),
+        ("anchor.tag", with_anchor(|a| a.tag = "bad\ntag".into())),
         ("sender", with_body(|b| b.sender.truncate(31))),
         ("chain_id", with_body(|b| b.chain_id.clear())),
-        ("action", with_body(|b| b.action = None)),
+        ("action", with_body(|b| b.action.clear())),
     ];
     for (name, bytes) in cases {
         match decode(&bytes) {
@@ -204,7 +203,7 @@ fn the_wire_format_is_pinned() {
             CHAIN,
             &signer(i),
             u64::from(i) << (i % 60),
-            Action::Anchor {
+            BeaconAction::Anchor {
                 digest: Digest([i; 32]),
                 tag,
             },
@@ -214,33 +213,33 @@ fn the_wire_format_is_pinned() {
     }
     assert_eq!(
         Digest::of(&all).to_hex(),
-        "4e303f247225f6bea64512408b6d0d96c684cd9dba87ff60acdcd09787028faf"
+        "5e88f81949c12ad13707d60b225115f727607be3d456521a7cceedd2121d5bd2"
     );
 }
 
-fn governance_actions() -> Vec<Action> {
+fn governance_actions() -> Vec<BeaconAction> {
     use trellis_types::OrgId;
     let org = OrgId::parse("org-4", "org").expect("org");
     vec![
-        Action::AttestIdentity {
+        BeaconAction::AttestIdentity {
             subject: signer(4).public_key(),
             commitment: Digest([4; 32]),
             level: 2,
         },
-        Action::Propose(ProposalKind::AdmitMember {
+        BeaconAction::Propose(ProposalKind::AdmitMember {
             org: org.clone(),
             org_key: signer(4).public_key(),
         }),
-        Action::Propose(ProposalKind::RemoveMember { org }),
-        Action::Propose(ProposalKind::SetParameter {
+        BeaconAction::Propose(ProposalKind::RemoveMember { org }),
+        BeaconAction::Propose(ProposalKind::SetParameter {
             name: "approval_threshold".into(),
             value: "3/4".into(),
         }),
-        Action::Vote {
+        BeaconAction::Vote {
             proposal_id: 3,
             approve: false,
         },
-        Action::RevokeCertificate {
+        BeaconAction::RevokeCertificate {
             serial: vec![0x4f, 0x01],
             reason: 1,
         },
@@ -252,20 +251,23 @@ fn governance_actions_round_trip() {
     for action in governance_actions() {
         let tx = Transaction::sign(CHAIN, &signer(1), 1, action.clone());
         let back = decode(tx.encoded()).expect("decodes");
-        assert_eq!(back.action(), &action);
+        assert_eq!(
+            BeaconAction::decode(back.action()).expect("a beacon action"),
+            action
+        );
         assert!(back.verify_signature().is_ok());
     }
 }
 
 #[test]
 fn invalid_governance_fields_are_named() {
-    use pb::transaction_body::Action as A;
+    use pb::beacon_action::Action as A;
     let with_action = |a: A| {
         let body = pb::TransactionBody {
             chain_id: CHAIN.into(),
             sender: signer(1).public_key().0.to_vec(),
             nonce: 0,
-            action: Some(a),
+            action: pb::BeaconAction { action: Some(a) }.encode_to_vec(),
         };
         pb::SignedTransaction {
             body: body.encode_to_vec(),
@@ -343,7 +345,7 @@ fn the_peeked_hash_is_the_decoded_hash() {
             "trellis-test",
             &signer(i),
             u64::MAX - u64::from(i),
-            Action::Propose(ProposalKind::SetParameter {
+            BeaconAction::Propose(ProposalKind::SetParameter {
                 name: "approval_threshold".into(),
                 value: "x".repeat(64),
             }),
@@ -365,4 +367,42 @@ fn the_peeked_hash_is_the_decoded_hash() {
         ]),
         None
     );
+}
+
+/// The worked example of docs/transactions.md, byte for byte.
+#[test]
+fn the_documented_example_is_exact() {
+    let doc = include_str!("../../../docs/transactions.md");
+    let tx = Transaction::sign(
+        "example-chain",
+        &Signer::from_seed([1; 32]),
+        0,
+        BeaconAction::Anchor {
+            digest: Digest([0xab; 32]),
+            tag: Tag::parse("invoice-42").expect("tag"),
+        },
+    );
+    let signed = pb::SignedTransaction::decode(tx.encoded()).expect("decodes");
+    let quoted = |label: &str| -> String {
+        // The hex after `label` up to the closing backquote, lines joined.
+        let start = doc
+            .find(label)
+            .unwrap_or_else(|| panic!("{label} is in the doc"))
+            + label.len();
+        let rest = &doc[start..];
+        let body = &rest[rest.find("```").expect("a block") + 3..];
+        let body = &body[body.find('\n').expect("a newline") + 1..];
+        body[..body.find("```").expect("closed")]
+            .chars()
+            .filter(|c| c.is_ascii_hexdigit())
+            .collect()
+    };
+    println!("action {}", hex::encode(tx.action()));
+    println!("body {}", hex::encode(&signed.body));
+    println!("encoded {}", hex::encode(tx.encoded()));
+    println!("hash {}", tx.hash().to_hex());
+    assert_eq!(quoted("Action bytes:"), hex::encode(tx.action()));
+    assert_eq!(quoted("Body bytes:"), hex::encode(&signed.body));
+    assert_eq!(quoted("Signed transaction:"), hex::encode(tx.encoded()));
+    assert_eq!(quoted("Transaction hash:"), tx.hash().to_hex());
 }

@@ -11,7 +11,7 @@ use trellis_consensus::{
     StateCommitment, SyncChunk, TimeoutMsg, Vote,
 };
 use trellis_types::wire::{self, NetMessage, WireError};
-use trellis_types::{Action, Tag, Transaction, pb};
+use trellis_types::{BeaconAction, Tag, Transaction, pb};
 
 fn vote(w: &World) -> Vote {
     let block = &w.epoch1[1];
@@ -58,7 +58,7 @@ fn messages(w: &World) -> Vec<NetMessage> {
         CHAIN,
         &w.old[0],
         3,
-        Action::Anchor {
+        BeaconAction::Anchor {
             digest: Digest([9; 32]),
             tag: Tag::parse("invoice").expect("tag"),
         },

@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use trellis_types::{Action, ProposalKind, Transaction};
+use trellis_types::{BeaconAction, ProposalKind, Transaction};
 
 #[derive(Clone, Debug)]
 pub struct Account {
@@ -234,8 +234,9 @@ fn execute_ready(s: &mut NodeState) {
         s.height += 1;
         let height = s.height;
         let role = s.accounts[&k.0].role.clone();
-        let outcome: Result<Option<u64>, &str> = match tx.action() {
-            Action::AttestIdentity {
+        let action = BeaconAction::decode(tx.action()).expect("the tests sign beacon actions");
+        let outcome: Result<Option<u64>, &str> = match &action {
+            BeaconAction::AttestIdentity {
                 subject,
                 commitment,
                 ..
@@ -250,7 +251,7 @@ fn execute_ready(s: &mut NodeState) {
                     Ok(None)
                 }
             }
-            Action::Propose(ProposalKind::AdmitMember { org, org_key }) => {
+            BeaconAction::Propose(ProposalKind::AdmitMember { org, org_key }) => {
                 let key = hex::encode(org_key.0);
                 if !s.attestations.contains_key(&key) {
                     Err("no-attestation")

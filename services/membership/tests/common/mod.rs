@@ -27,7 +27,7 @@ use trellis_membership::{
 };
 use trellis_servicekit::{Db, Keyring, NodeClient, Problem, Role, TokenConfig, TokenService};
 use trellis_types::tx::DEFAULT_MAX_TX_BYTES;
-use trellis_types::{Action, ProposalKind, Signer, Transaction};
+use trellis_types::{BeaconAction, ProposalKind, Signer, Transaction};
 
 pub const CHAIN_ID: &str = "trellis-test-beacon";
 
@@ -237,8 +237,9 @@ fn execute(st: &mut ChainState, tx: &Transaction) -> Result<Option<u64>, (String
         return reject("bad-nonce");
     }
     let height = st.height;
-    let outcome = match tx.action() {
-        Action::RevokeCertificate { serial, reason } => {
+    let action = BeaconAction::decode(tx.action()).expect("the tests sign beacon actions");
+    let outcome = match &action {
+        BeaconAction::RevokeCertificate { serial, reason } => {
             if account.role != "operator" {
                 return reject("role-not-allowed");
             }
@@ -255,7 +256,7 @@ fn execute(st: &mut ChainState, tx: &Transaction) -> Result<Option<u64>, (String
             );
             None
         }
-        Action::Vote {
+        BeaconAction::Vote {
             proposal_id,
             approve,
         } => {
@@ -275,7 +276,7 @@ fn execute(st: &mut ChainState, tx: &Transaction) -> Result<Option<u64>, (String
             }
             Some(*proposal_id)
         }
-        Action::Propose(kind) => {
+        BeaconAction::Propose(kind) => {
             if account.role != "member" && account.role != "operator" {
                 return reject("role-not-allowed");
             }

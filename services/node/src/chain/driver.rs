@@ -7,7 +7,7 @@
 use super::error::ChainError;
 use super::execution::{StateAt, TxLocation, committed_txs, replay_tree};
 use super::genesis::{HeadRecord, digest_hex, genesis_epoch};
-use super::shared::{ChainConfig, ChainMetrics, ChainShared, ChainStatus, PendingAccounts, lock};
+use super::shared::{ChainConfig, ChainShared, ChainStatus, PendingAccounts, lock};
 use crate::certified::certified_state_height;
 use crate::mempool::Mempool;
 use crate::net::{Inbound, Network};
@@ -15,17 +15,16 @@ use crate::payload;
 use crate::state_tree::StateTree;
 use crate::store::{CommitBatch, NodeStore};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use trellis_consensus::{
     Block, BlockId, CommittedHead, Committee, Effect, EpochChangeProof, EpochState, Height, Input,
     Message, QuorumCert, Recovery, Replica, Round, SafetyData, StateCommitment, SyncChunk,
 };
-use trellis_ledger::beacon::execute_block_checked;
-use trellis_types::genesis::Genesis;
+use trellis_ledger::app::{Application, BlockInput};
 use trellis_types::wire::{self, NetMessage};
 use trellis_types::{Digest, PublicKey, Signer, Transaction};
 
@@ -83,13 +82,14 @@ pub struct Driver {
 impl Driver {
     /// Opens the chain from its store, initialising it from genesis on first start.
     pub fn open(
-        genesis: &Genesis,
+        app: Arc<dyn Application>,
         signer: Signer,
         config: &ChainConfig,
         store: NodeStore,
         net: Network,
     ) -> Result<(Driver, Arc<ChainShared>), ChainError> {
-        let (genesis_state, genesis_writes) = genesis_epoch(genesis)?;
+        let (genesis_state, genesis_writes, params) = genesis_epoch(&*app)?;
+        let chain_id = genesis_state.chain_id.clone();
         if store.head()?.is_none() {
             let tree = StateTree::new(store.clone());
             let (root, batch) = tree.prepare(0, &genesis_writes)?;
@@ -111,10 +111,10 @@ impl Driver {
         let record: HeadRecord =
             serde_json::from_slice(&head_bytes).map_err(|_| ChainError::Corrupt("head record"))?;
         let (epoch_state, committed) = record.parts()?;
-        if epoch_state.chain_id != genesis.chain_id {
+        if epoch_state.chain_id != chain_id {
             return Err(ChainError::Genesis(format!(
                 "the store holds chain `{}`, genesis is `{}`",
-                epoch_state.chain_id, genesis.chain_id
+                epoch_state.chain_id, chain_id
             )));
         }
         // Same chain id is not the same genesis: a file with other accounts, roles or
@@ -138,9 +138,9 @@ impl Driver {
         };
         let mut blocks = Vec::new();
         for bytes in store.pending_blocks()? {
-            if let Ok(b) = wire::decode_block(&bytes) {
-                blocks.push(b);
-            }
+            // Only blocks this node stored itself: one that does not decode is damage.
+            let b = wire::decode_block(&bytes).map_err(|_| ChainError::Corrupt("pending block"))?;
+            blocks.push(b);
         }
         // The replay's flushes stay at or below the state proofs are made against.
         match certified_state_height(&store, committed.height) {
@@ -148,7 +148,7 @@ impl Driver {
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "no certified head to keep flushes under"),
         }
-        replay_tree(&genesis.chain_id, &store, &genesis_writes)?;
+        replay_tree(&*app, &store, &genesis_writes)?;
         let executed = committed.height;
         let replica = Replica::new(
             config.replica.clone(),
@@ -162,22 +162,24 @@ impl Driver {
         )
         .map_err(|e| ChainError::Recovery(e.to_string()))?;
         let tree = StateTree::resume(store.clone(), executed);
-        let (committed_tx, _) = watch::channel(executed);
-        let shared = Arc::new(ChainShared {
-            chain_id: genesis.chain_id.clone(),
-            genesis: genesis_state,
-            params: genesis.params.clone(),
-            mempool: Mutex::new(Mempool::new(&genesis.chain_id, config.mempool.clone())),
-            status: RwLock::new(ChainStatus::default()),
-            metrics: ChainMetrics::default(),
-            net,
-            committed: committed_tx,
-            txs_arrived: Notify::new(),
-            executed: AtomicU64::new(executed),
-            nonces: RwLock::new(BTreeMap::new()),
-            sync_batch: config.sync_batch,
+        let check = {
+            let app = app.clone();
+            Arc::new(move |action: &[u8]| app.check_action(action))
+        };
+        let mempool = Mempool::new(&chain_id, config.mempool.clone()).with_action_check(check);
+        let epoch_length = params.epoch_length_blocks;
+        let max_block_txs = params.max_block_txs as usize;
+        let max_block_bytes = params.max_block_bytes as usize;
+        let shared = Arc::new(ChainShared::new(
+            app,
+            genesis_state,
+            params,
             store,
-        });
+            mempool,
+            net,
+            executed,
+            config.sync_batch,
+        ));
         let driver = Driver {
             shared: shared.clone(),
             replica,
@@ -189,9 +191,9 @@ impl Driver {
             inflight: BTreeMap::new(),
             decoded: BTreeMap::new(),
             pruning: Arc::new(AtomicBool::new(false)),
-            epoch_length: genesis.params.epoch_length_blocks,
-            max_block_txs: genesis.params.max_block_txs as usize,
-            max_block_bytes: genesis.params.max_block_bytes as usize,
+            epoch_length,
+            max_block_txs,
+            max_block_bytes,
             empty_block_delay: Duration::from_millis(config.empty_block_delay_ms),
             min_block_interval: Duration::from_millis(config.min_block_interval_ms),
         };
@@ -203,6 +205,11 @@ impl Driver {
     pub async fn run(mut self, mut events: mpsc::Receiver<DriverEvent>) {
         self.step(Input::Start);
         loop {
+            if let Some(reason) = self.shared.halted() {
+                tracing::error!(chain = %self.shared.chain_id, %reason, "driver stopped");
+                self.publish_status();
+                break;
+            }
             let timer_at = self.timer.map(|(_, at)| at);
             let payload_at = self.awaiting_payload.map(|(_, _, at)| at);
             tokio::select! {
@@ -273,7 +280,8 @@ impl Driver {
                         block.height(),
                         &wire::encode_block(&block),
                     ) {
-                        tracing::error!(error = %e, "could not store a block");
+                        self.shared.halt(format!("could not store a block: {e}"));
+                        return inputs;
                     }
                 }
                 Effect::PersistSafety { seq, data } => {
@@ -298,7 +306,15 @@ impl Driver {
                     }
                 }
                 Effect::ValidatePayload { block } => {
-                    if let Some(valid) = self.verdict(&block) {
+                    let verdict = match self.verdict(&block) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            self.shared
+                                .halt(format!("cannot judge a proposed block: {e}"));
+                            return inputs;
+                        }
+                    };
+                    if let Some(valid) = verdict {
                         inputs.push(Input::PayloadVerdict {
                             block_id: block.id(),
                             valid,
@@ -320,13 +336,19 @@ impl Driver {
                         None
                     };
                     if let Err(e) = self.commit(&block, &cert, epoch_change) {
-                        // The store refused the commit: carrying on would fork from disk.
-                        tracing::error!(error = %e, height = block.height(), "commit failed; stopping");
-                        std::process::exit(70);
+                        // Carrying on would fork from disk: this chain stops, the node's other
+                        // chains do not.
+                        self.shared
+                            .halt(format!("commit of height {} failed: {e}", block.height()));
+                        return inputs;
                     }
                     inputs.extend(self.release_verdicts());
                 }
                 Effect::EpochChange { .. } => {}
+                Effect::Halt { reason } => {
+                    self.shared.halt(reason);
+                    return inputs;
+                }
                 Effect::StateSync {
                     peer,
                     epoch,
@@ -370,8 +392,13 @@ impl Driver {
         let mut txs = Vec::with_capacity(raw.len());
         for (r, tx) in raw.iter().zip(pooled) {
             match tx {
+                // The pool admitted it: its action passed the application's check.
                 Some(tx) => txs.push(tx),
-                None => txs.push(Arc::new(Transaction::decode(r, max_tx).ok()?)),
+                None => {
+                    let tx = Transaction::decode(r, max_tx).ok()?;
+                    self.shared.app.check_action(tx.action()).ok()?;
+                    txs.push(Arc::new(tx));
+                }
             }
         }
         Some(Arc::new(txs))
@@ -451,7 +478,16 @@ impl Driver {
                 .root(self.executed)
                 .unwrap_or(self.shared.genesis.root_state.root),
         };
-        let next_committee = self.next_committee();
+        // The proposal extends the highest certified block.
+        let height = self.replica.high_qc().vote_data.height + 1;
+        let next_committee = match self.next_committee(height, self.executed) {
+            Ok(c) => c,
+            Err(e) => {
+                self.shared
+                    .halt(format!("cannot read the next committee: {e}"));
+                return;
+            }
+        };
         self.step(Input::Payload {
             round,
             payload: if raw.is_empty() {
@@ -464,48 +500,50 @@ impl Driver {
         });
     }
 
-    /// The committee the block at the current proposal height must name, if it ends the epoch.
-    /// Rotation by accreditation comes later: for now an epoch re-elects its committee.
-    fn next_committee(&self) -> Option<Committee> {
-        let length = self.epoch_length?;
-        let state = self.replica.epoch_state();
-        let height = self.replica.high_qc().vote_data.height + 1;
-        (height >= state.root_height + length).then(|| state.committee.clone())
+    /// The committee a block at `height` must name, if it ends the epoch: what the application
+    /// says (the beacon decides every chain's committee) as of the state at `state_height`, the
+    /// one the block commits to, so that proposer and validators ask the same state. `None`: the
+    /// epoch goes on (not long enough yet, or the next committee is not decided).
+    fn next_committee(
+        &self,
+        height: Height,
+        state_height: Height,
+    ) -> Result<Option<Committee>, ChainError> {
+        let Some(length) = self.epoch_length else {
+            return Ok(None);
+        };
+        let epoch = self.replica.epoch_state();
+        if height < epoch.root_height + length {
+            return Ok(None);
+        }
+        let view = StateAt::new(&self.shared.store, state_height);
+        Ok(self.shared.app.next_committee(&view, epoch)?)
     }
 
-    /// `None` while this node has not yet executed the height the block's state refers to.
-    fn verdict(&self, block: &Block) -> Option<bool> {
+    /// `Ok(None)` while this node has not yet executed the height the block's state refers to;
+    /// an error when the store cannot say.
+    fn verdict(&self, block: &Block) -> Result<Option<bool>, ChainError> {
         let state = block.header.state;
         if state.height > self.executed {
-            return None;
+            return Ok(None);
         }
         let root = if state.height == 0 {
             Some(self.shared.genesis.root_state.root)
         } else {
-            self.shared
-                .store
-                .state_root(state.height)
-                .ok()
-                .flatten()
-                .map(Digest)
+            self.shared.store.state_root(state.height)?.map(Digest)
         };
         if root != Some(state.root) {
-            return Some(false);
+            return Ok(Some(false));
         }
-        let expected_next = {
-            let epoch = self.replica.epoch_state();
-            self.epoch_length.and_then(|len| {
-                (block.height() >= epoch.root_height + len).then(|| epoch.committee.clone())
-            })
-        };
+        let expected_next = self.next_committee(block.height(), state.height)?;
         if block.header.next_committee != expected_next {
-            return Some(false);
+            return Ok(Some(false));
         }
         let decoded = match self.decoded.get(&block.id()) {
             Some(d) => d.is_some(),
             None => self.decode_payload(block).is_some(),
         };
-        Some(decoded)
+        Ok(Some(decoded))
     }
 
     fn release_verdicts(&mut self) -> Vec<Input> {
@@ -513,11 +551,16 @@ impl Driver {
         let waiting = std::mem::take(&mut self.deferred_verdicts);
         for block in waiting {
             match self.verdict(&block) {
-                Some(valid) => inputs.push(Input::PayloadVerdict {
+                Ok(Some(valid)) => inputs.push(Input::PayloadVerdict {
                     block_id: block.id(),
                     valid,
                 }),
-                None => self.deferred_verdicts.push(block),
+                Ok(None) => self.deferred_verdicts.push(block),
+                Err(e) => {
+                    self.shared
+                        .halt(format!("cannot judge a proposed block: {e}"));
+                    break;
+                }
             }
         }
         inputs
@@ -536,34 +579,29 @@ impl Driver {
             None => Arc::new(committed_txs(block).into_iter().map(Arc::new).collect()),
         };
         // Signatures this node verified at admission are not verified again (see
-        // `execute_block_checked`); the pool lock is held only to look them up.
+        // `BlockInput::verified`); the pool lock is held only to look them up.
         let known: Vec<bool> = {
             let pool = lock(&self.shared.mempool);
             txs.iter().map(|t| pool.holds_verified(t)).collect()
         };
         let view = StateAt::new(&self.shared.store, self.executed);
-        let outcome =
-            execute_block_checked(&self.shared.chain_id, height, &view, &txs, |i| known[i]);
-        view.finish()?;
+        let outcome = self.shared.app.execute(
+            BlockInput {
+                height,
+                txs: &txs,
+                verified: &known,
+            },
+            &view,
+        )?;
         let (root, batch) = self.tree.prepare(height, &outcome.writes)?;
         let mut failed = 0u64;
-        let index: Vec<([u8; 32], Vec<u8>)> = outcome
-            .receipts
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let rejected = r.outcome.as_ref().err();
-                failed += rejected.is_some() as u64;
-                let loc = TxLocation {
-                    height,
-                    index: i as u32,
-                    rejected: rejected.map(|e| e.to_string()),
-                    rejected_code: rejected.map(|e| e.code().to_string()),
-                    proposal_id: r.outcome.as_ref().ok().and_then(|a| a.proposal_id),
-                };
-                (r.tx_hash.0, serde_json::to_vec(&loc).unwrap_or_default())
-            })
-            .collect();
+        let mut index: Vec<([u8; 32], Vec<u8>)> = Vec::with_capacity(outcome.receipts.len());
+        for (i, r) in outcome.receipts.iter().enumerate() {
+            failed += r.outcome.is_err() as u64;
+            let loc = TxLocation::of(height, i as u32, r);
+            let bytes = serde_json::to_vec(&loc).map_err(|_| ChainError::Corrupt("tx index"))?;
+            index.push((r.tx_hash.0, bytes));
+        }
         let (state, head) = match &epoch_change {
             Some((_, next)) => (next.clone(), CommittedHead::of_root(next)),
             None => (
@@ -654,7 +692,14 @@ impl Driver {
         let head = self.replica.committed_head();
         let status = ChainStatus {
             chain_id: self.shared.chain_id.clone(),
+            application: self.shared.app.kind().to_string(),
             epoch: state.epoch,
+            committee: state
+                .committee
+                .members()
+                .iter()
+                .map(|k| hex::encode(k.0))
+                .collect(),
             round: self.replica.round(),
             committed_height: self.executed,
             head_hash: digest_hex(&head.id),
@@ -727,9 +772,18 @@ pub async fn dispatch(
                 let chunk = tokio::task::spawn_blocking(move || {
                     shared2.sync_chunk(from_height, max_blocks)
                 })
-                .await
-                .ok()
-                .flatten();
+                .await;
+                let chunk = match chunk {
+                    Ok(Ok(chunk)) => chunk,
+                    Ok(Err(e)) => {
+                        shared.halt(format!("cannot read committed blocks for a peer: {e}"));
+                        None
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "sync read task failed");
+                        None
+                    }
+                };
                 if let Some(chunk) = chunk {
                     shared.metrics.sync_served.fetch_add(1, Ordering::Relaxed);
                     let frame = wire::encode(&NetMessage::SyncResponse(chunk));

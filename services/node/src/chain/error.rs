@@ -16,4 +16,6 @@ pub enum ChainError {
     Corrupt(&'static str),
     #[error("consensus recovery: {0}")]
     Recovery(String),
+    #[error("state: {0}")]
+    State(#[from] trellis_ledger::state::StateError),
 }

@@ -4,17 +4,17 @@
 //! driver executes each block it commits; see `Driver::commit`.)
 
 use super::error::ChainError;
-use crate::mempool::Accounts;
 use crate::payload;
 use crate::state_tree::StateTree;
-use crate::store::{NodeStore, StoreError};
+use crate::store::NodeStore;
 use serde::{Deserialize, Serialize};
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use trellis_consensus::{Block, Height};
-use trellis_ledger::beacon::execute_block_checked;
-use trellis_ledger::state::{StateKey, StateView, WriteSet};
+use trellis_ledger::app::{Application, BlockInput, TxReceipt};
+use trellis_ledger::state::{StateError, StateKey, StateView, WriteSet};
+use trellis_types::Transaction;
 use trellis_types::wire;
-use trellis_types::{PublicKey, Transaction};
 
 /// Where a transaction ended up, as kept in the store's transaction index.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -23,59 +23,67 @@ pub struct TxLocation {
     pub index: u32,
     /// `None` when applied; the rejection reason otherwise.
     pub rejected: Option<String>,
-    /// The rejection's stable code (`trellis_ledger::beacon::Rejection::code`).
+    /// The rejection's stable code (`trellis_ledger::app::Refusal::code`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected_code: Option<String>,
-    /// The governance proposal the transaction opened or voted on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proposal_id: Option<u64>,
+    /// What the application reported of an applied transaction (`proposal_id`, ...).
+    #[serde(flatten)]
+    pub facts: BTreeMap<String, u64>,
 }
 
-/// Reads committed state at one version of the tree. The ledger's `StateView` has no error
-/// path, so a read the store fails is answered as absent and remembered; whoever acts on what
-/// was read calls [`StateAt::finish`] first. A failed read must never pass for an absent key:
-/// executed as one, it would commit a state root that the other validators do not have.
+impl TxLocation {
+    pub fn of(height: Height, index: u32, receipt: &TxReceipt) -> TxLocation {
+        let (rejected, rejected_code, facts) = match &receipt.outcome {
+            Ok(applied) => (
+                None,
+                None,
+                applied
+                    .facts
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), *v))
+                    .collect(),
+            ),
+            Err(r) => (
+                Some(r.reason.clone()),
+                Some(r.code.to_string()),
+                BTreeMap::new(),
+            ),
+        };
+        TxLocation {
+            height,
+            index,
+            rejected,
+            rejected_code,
+            facts,
+        }
+    }
+}
+
+/// Reads committed state at one version of the tree. A read the store fails is an error, never
+/// an absent key: executed as one, it would commit a state root the other validators do not
+/// have.
 pub struct StateAt<'a> {
     store: &'a NodeStore,
     pub version: u64,
-    failed: OnceLock<StoreError>,
 }
 
 impl<'a> StateAt<'a> {
     pub fn new(store: &'a NodeStore, version: u64) -> StateAt<'a> {
-        StateAt {
-            store,
-            version,
-            failed: OnceLock::new(),
-        }
-    }
-
-    /// The first read that failed, if any: then nothing read here is to be trusted.
-    pub fn finish(self) -> Result<(), StoreError> {
-        self.failed.into_inner().map_or(Ok(()), Err)
+        StateAt { store, version }
     }
 }
 
 impl StateView for StateAt<'_> {
-    fn get(&self, key: &StateKey) -> Option<Vec<u8>> {
-        match self.store.value_at(
-            self.version,
-            trellis_types::state_proof::key_hash(key.as_bytes()),
-        ) {
-            Ok(v) => v,
-            Err(e) => {
+    fn get(&self, key: &StateKey) -> Result<Option<Vec<u8>>, StateError> {
+        self.store
+            .value_at(
+                self.version,
+                trellis_types::state_proof::key_hash(key.as_bytes()),
+            )
+            .map_err(|e| {
                 tracing::error!(error = %e, version = self.version, "state read failed");
-                // Only the first is kept; it is the one `finish` reports.
-                let _ = self.failed.set(e);
-                None
-            }
-        }
-    }
-}
-
-impl Accounts for StateAt<'_> {
-    fn next_nonce(&self, account: &PublicKey) -> Option<u64> {
-        trellis_ledger::beacon::read_account(self, account).map(|a| a.next_nonce)
+                StateError::Store(e.to_string())
+            })
     }
 }
 
@@ -95,7 +103,7 @@ pub(super) fn committed_txs(block: &Block) -> Vec<Transaction> {
 /// store checks each rebuilt root against the committed one. A crash before the first flush
 /// (of the genesis state) landed leaves no tree at all: it is rebuilt from the genesis writes.
 pub(super) fn replay_tree(
-    chain_id: &str,
+    app: &dyn Application,
     store: &NodeStore,
     genesis_writes: &WriteSet,
 ) -> Result<(), ChainError> {
@@ -119,11 +127,17 @@ pub(super) fn replay_tree(
             .ok_or(ChainError::Corrupt("committed block"))?;
         let block =
             wire::decode_block(&bytes).map_err(|_| ChainError::Corrupt("committed block"))?;
-        let txs = committed_txs(&block);
+        let txs: Vec<Arc<Transaction>> = committed_txs(&block).into_iter().map(Arc::new).collect();
         let view = StateAt::new(store, at);
         // Nothing was admitted in this process: every signature is checked.
-        let outcome = execute_block_checked(chain_id, height, &view, &txs, |_| false);
-        view.finish()?;
+        let outcome = app.execute(
+            BlockInput {
+                height,
+                txs: &txs,
+                verified: &[],
+            },
+            &view,
+        )?;
         let (_, batch) = StateTree::resume(store.clone(), at).prepare(height, &outcome.writes)?;
         store.replay_tree(height, batch)?;
         at = height;

@@ -6,9 +6,9 @@ use super::error::ChainError;
 use crate::state_tree::{MemoryTreeStore, StateTree};
 use serde::{Deserialize, Serialize};
 use trellis_consensus::{CommittedHead, Committee, EpochState, StateCommitment};
-use trellis_ledger::beacon::{BeaconGenesis, GenesisAccount, Governance};
+use trellis_ledger::app::Application;
 use trellis_ledger::state::{StateKey, WriteSet};
-use trellis_types::genesis::Genesis;
+use trellis_types::genesis::ChainParams;
 use trellis_types::{Digest, PublicKey};
 
 /// What the store's head record holds: enough to rebuild [`Recovery`].
@@ -100,47 +100,24 @@ impl HeadRecord {
     }
 }
 
-/// Genesis accounts as the beacon application sees them.
-pub fn beacon_genesis(genesis: &Genesis) -> Result<BeaconGenesis, ChainError> {
-    let accounts = genesis
-        .parse_accounts()
-        .map_err(|e| ChainError::Genesis(e.to_string()))?
-        .into_iter()
-        .map(|(key, org, role)| GenesisAccount { key, org, role })
-        .collect();
-    let p = &genesis.params;
-    Ok(BeaconGenesis {
-        chain_id: genesis.chain_id.clone(),
-        accounts,
-        governance: Governance {
-            approval_num: p.approval_num,
-            approval_den: p.approval_den,
-            proposal_ttl_blocks: p.proposal_ttl_blocks,
-        },
-    })
-}
-
 /// The genesis epoch, whose root commits to the genesis state root (version 0): the
-/// application's genesis writes and the genesis file's digest, which binds every later state root
-/// (and so every proof) to the whole file.
-pub fn genesis_epoch(genesis: &Genesis) -> Result<(EpochState, WriteSet), ChainError> {
-    let mut writes = beacon_genesis(genesis)?
-        .write_set()
+/// application's genesis writes and the digest of what the chain was made from (the beacon's
+/// genesis file), which binds every later state root (and so every proof) to it.
+pub fn genesis_epoch(
+    app: &dyn Application,
+) -> Result<(EpochState, WriteSet, ChainParams), ChainError> {
+    let genesis = app
+        .genesis()
         .map_err(|e| ChainError::Genesis(e.to_string()))?;
-    let digest = genesis
-        .digest()
-        .map_err(|e| ChainError::Genesis(e.to_string()))?;
-    writes.insert(StateKey::genesis_digest(), Some(digest.0.to_vec()));
+    let mut writes = genesis.writes;
+    writes.insert(StateKey::genesis_digest(), Some(genesis.digest.0.to_vec()));
     let mut tree = StateTree::new(MemoryTreeStore::default());
     let root = tree.apply(0, &writes)?;
-    let committee = genesis
-        .committee()
-        .map_err(|e| ChainError::Genesis(e.to_string()))?;
     let state = EpochState::genesis_with_state(
         &genesis.chain_id,
-        committee,
+        genesis.committee,
         genesis.genesis_time_ms,
         StateCommitment { height: 0, root },
     );
-    Ok((state, writes))
+    Ok((state, writes, genesis.params))
 }

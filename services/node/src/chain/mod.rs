@@ -1,5 +1,6 @@
-//! One chain hosted by a node: the consensus replica, the beacon application, the pool, the
-//! durable store and the state tree, wired together by a single driver task.
+//! One chain hosted by a node: the consensus replica, the chain's application (any
+//! [`trellis_ledger::app::Application`]), the pool, the durable store and the state tree, wired
+//! together by a single driver task.
 //!
 //! The driver owns the replica and carries out its effects in order: messages go to the
 //! network, safety data and blocks to the store (safety data fsynced before the replica may
@@ -36,6 +37,6 @@ mod sync;
 pub use driver::{Driver, DriverEvent, dispatch, now_ms};
 pub use error::ChainError;
 pub use execution::{StateAt, TxLocation};
-pub use genesis::{beacon_genesis, genesis_epoch};
+pub use genesis::genesis_epoch;
 pub(crate) use shared::lock;
 pub use shared::{ChainConfig, ChainMetrics, ChainShared, ChainStatus};

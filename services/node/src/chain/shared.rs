@@ -9,10 +9,11 @@ use crate::store::NodeStore;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use tokio::sync::{Notify, watch};
 use trellis_consensus::{EpochState, Height, ReplicaConfig};
-use trellis_ledger::state::WriteSet;
+use trellis_ledger::app::Application;
+use trellis_ledger::state::{StateError, WriteSet};
 use trellis_types::{Digest, PublicKey, Transaction};
 
 /// Tunables of a hosted chain.
@@ -46,7 +47,11 @@ impl Default for ChainConfig {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ChainStatus {
     pub chain_id: String,
+    /// The application: `beacon` or `shard`.
+    pub application: String,
     pub epoch: u64,
+    /// The committee of the current epoch (hex consensus keys), as the replica follows it.
+    pub committee: Vec<String>,
     pub round: u64,
     pub committed_height: u64,
     pub head_hash: String,
@@ -70,6 +75,7 @@ pub struct ChainMetrics {
 /// State shared between the driver, the API handlers and the network dispatcher.
 pub struct ChainShared {
     pub chain_id: String,
+    pub app: Arc<dyn Application>,
     pub genesis: EpochState,
     pub params: trellis_types::genesis::ChainParams,
     pub store: NodeStore,
@@ -88,20 +94,24 @@ pub struct ChainShared {
     /// makes each account read a reverse range scan.
     pub(super) nonces: RwLock<BTreeMap<PublicKey, u64>>,
     pub sync_batch: u32,
+    /// Why the chain stopped, once it has: a fault it cannot go on from (a store that fails, a
+    /// commit refused). The driver ends, the chain reports unready; the node's other chains
+    /// carry on.
+    halted: OnceLock<String>,
 }
 
 impl Accounts for ChainShared {
-    fn next_nonce(&self, account: &PublicKey) -> Option<u64> {
+    fn next_nonce(&self, account: &PublicKey) -> Result<Option<u64>, StateError> {
         ChainShared::next_nonce(self, account)
     }
 }
 
 /// Account nonces read once per admitted batch.
-struct KnownAccounts(BTreeMap<PublicKey, Option<u64>>);
+struct KnownAccounts(BTreeMap<PublicKey, Result<Option<u64>, StateError>>);
 
 impl Accounts for KnownAccounts {
-    fn next_nonce(&self, account: &PublicKey) -> Option<u64> {
-        self.0.get(account).copied().flatten()
+    fn next_nonce(&self, account: &PublicKey) -> Result<Option<u64>, StateError> {
+        self.0.get(account).cloned().unwrap_or(Ok(None))
     }
 }
 
@@ -112,18 +122,72 @@ pub(super) struct PendingAccounts<'a> {
 }
 
 impl Accounts for PendingAccounts<'_> {
-    fn next_nonce(&self, account: &PublicKey) -> Option<u64> {
-        let committed = self.base.next_nonce(account)?;
-        Some(
+    fn next_nonce(&self, account: &PublicKey) -> Result<Option<u64>, StateError> {
+        let committed = match self.base.next_nonce(account) {
+            Ok(Some(n)) => n,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                // The proposal goes out without this account; the chain stops on the fault.
+                self.base
+                    .halt(format!("state read failed while filling a block: {e}"));
+                return Err(e);
+            }
+        };
+        Ok(Some(
             self.next
                 .get(account)
                 .copied()
                 .map_or(committed, |n| n.max(committed)),
-        )
+        ))
     }
 }
 
 impl ChainShared {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        app: Arc<dyn Application>,
+        genesis: EpochState,
+        params: trellis_types::genesis::ChainParams,
+        store: NodeStore,
+        mempool: Mempool,
+        net: Network,
+        executed: Height,
+        sync_batch: u32,
+    ) -> ChainShared {
+        let (committed, _) = watch::channel(executed);
+        ChainShared {
+            chain_id: genesis.chain_id.clone(),
+            app,
+            genesis,
+            params,
+            store,
+            mempool: Mutex::new(mempool),
+            status: RwLock::new(ChainStatus::default()),
+            metrics: ChainMetrics::default(),
+            net,
+            committed,
+            txs_arrived: Notify::new(),
+            executed: AtomicU64::new(executed),
+            nonces: RwLock::new(BTreeMap::new()),
+            sync_batch,
+            halted: OnceLock::new(),
+        }
+    }
+
+    /// Stops the chain for good (until the node restarts): logged once, reported by the status,
+    /// `/readyz` and the metrics.
+    pub fn halt(&self, reason: String) {
+        if self.halted.set(reason.clone()).is_ok() {
+            tracing::error!(chain = %self.chain_id, %reason, "chain stopped");
+            self.txs_arrived.notify_one();
+        }
+    }
+
+    /// Why the chain stopped, if it has.
+    pub fn halted(&self) -> Option<&str> {
+        self.halted.get().map(String::as_str)
+    }
+
     pub fn state(&self) -> StateAt<'_> {
         StateAt::new(&self.store, self.executed.load(Ordering::Acquire))
     }
@@ -136,40 +200,35 @@ impl ChainShared {
     }
 
     /// An account's next nonce as of the latest executed block (`None`: not registered).
-    pub fn next_nonce(&self, account: &PublicKey) -> Option<u64> {
+    pub fn next_nonce(&self, account: &PublicKey) -> Result<Option<u64>, StateError> {
         let cached = match self.nonces.read() {
             Ok(n) => n.get(account).copied(),
             Err(p) => p.into_inner().get(account).copied(),
         };
         if cached.is_some() {
-            return cached;
+            return Ok(cached);
         }
-        let nonce = self.state().next_nonce(account)?;
+        let Some(nonce) = self.app.next_nonce(&self.state(), account)? else {
+            return Ok(None);
+        };
         match self.nonces.write() {
             Ok(mut n) => n.entry(*account).or_insert(nonce),
             Err(p) => p.into_inner().entry(*account).or_insert(nonce),
         };
-        Some(nonce)
+        Ok(Some(nonce))
     }
 
     pub(super) fn note_account_writes(&self, writes: &WriteSet) {
+        let changes = self.app.nonce_changes(writes);
         let mut cache = match self.nonces.write() {
             Ok(n) => n,
             Err(p) => p.into_inner(),
         };
-        for (key, value) in writes {
-            let Some(rest) = key.as_bytes().strip_prefix(b"acct/") else {
-                continue;
-            };
-            let Ok(bytes) = <[u8; 32]>::try_from(rest) else {
-                continue;
-            };
-            let account = value
-                .as_deref()
-                .and_then(|v| <trellis_types::pb::Account as prost::Message>::decode(v).ok());
-            match account {
-                Some(a) => cache.insert(PublicKey(bytes), a.next_nonce),
-                None => cache.remove(&PublicKey(bytes)),
+        for (account, nonce) in changes {
+            // A cache: an entry removed is read again from the store when next needed.
+            match nonce {
+                Some(n) => cache.insert(account, n),
+                None => cache.remove(&account),
             };
         }
     }
@@ -182,7 +241,7 @@ impl ChainShared {
         let decoder = lock(&self.mempool).decoder();
         let decoded: Vec<Result<Transaction, Rejected>> =
             raw.iter().map(|b| decoder.decode(b)).collect();
-        let mut nonces: BTreeMap<PublicKey, Option<u64>> = BTreeMap::new();
+        let mut nonces: BTreeMap<PublicKey, Result<Option<u64>, StateError>> = BTreeMap::new();
         for tx in decoded.iter().flatten() {
             nonces
                 .entry(tx.sender())

@@ -3,7 +3,7 @@
 
 use trellis_ledger::beacon::{BeaconGenesis, GenesisAccount};
 use trellis_types::pb::Role;
-use trellis_types::{Action, Digest, Signer, Tag, Transaction};
+use trellis_types::{BeaconAction, Digest, Signer, Tag, Transaction};
 
 pub const CHAIN: &str = "trellis-beacon-test";
 
@@ -14,6 +14,7 @@ pub fn signer(i: u8) -> Signer {
 pub fn genesis() -> BeaconGenesis {
     BeaconGenesis {
         chain_id: CHAIN.into(),
+        committee: vec![signer(100).public_key()],
         accounts: (1..=3)
             .map(|i| GenesisAccount {
                 key: signer(i).public_key(),
@@ -26,7 +27,7 @@ pub fn genesis() -> BeaconGenesis {
 }
 
 pub fn anchor(i: u8, nonce: u64, d: u8) -> Transaction {
-    let action = Action::Anchor {
+    let action = BeaconAction::Anchor {
         digest: Digest([d; 32]),
         tag: Tag::parse("bill-of-lading").expect("tag"),
     };

@@ -25,13 +25,19 @@
 //! write their records. Only keys,
 //! hashes, org ids and salted commitments are written: never personal data.
 
-use crate::state::{Overlay, StateKey, StateView, WriteSet};
+mod app;
+mod reads;
+
+pub use app::{BeaconApp, read_committee};
+pub use reads::*;
+
+use crate::state::{Overlay, StateError, StateKey, StateView, WriteSet, decode_at};
 use prost::Message;
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
+use trellis_types::actions::proposal_kind_to_pb;
 use trellis_types::pb::{self, MemberStatus, ProposalStatus, Role};
-use trellis_types::tx::proposal_kind_to_pb;
-use trellis_types::{Action, Digest, ProposalKind, PublicKey, Transaction};
+use trellis_types::{BeaconAction, Digest, ProposalKind, PublicKey, Transaction};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GenesisAccount {
@@ -61,6 +67,8 @@ impl Default for Governance {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BeaconGenesis {
     pub chain_id: String,
+    /// The committee of epoch 0, in order: the beacon's first decision for itself.
+    pub committee: Vec<PublicKey>,
     pub accounts: Vec<GenesisAccount>,
     pub governance: Governance,
 }
@@ -132,6 +140,15 @@ impl BeaconGenesis {
             proposal_ttl_blocks: g.proposal_ttl_blocks,
         };
         writes.insert(StateKey::governance_params(), Some(params.encode_to_vec()));
+        let committee = pb::ChainCommittee {
+            chain_id: self.chain_id.clone(),
+            members: self.committee.iter().map(|k| k.0.to_vec()).collect(),
+            decided_height: 0,
+        };
+        writes.insert(
+            StateKey::committee(&self.chain_id),
+            Some(committee.encode_to_vec()),
+        );
         Ok(writes)
     }
 }
@@ -183,6 +200,8 @@ pub enum Rejection {
     AlreadyRevoked,
     #[error("stored record is unreadable")]
     CorruptState,
+    #[error("the action is not a beacon action: {0}")]
+    MalformedAction(String),
 }
 
 impl Rejection {
@@ -210,6 +229,7 @@ impl Rejection {
             Rejection::AlreadyVoted(_) => "already-voted",
             Rejection::AlreadyRevoked => "already-revoked",
             Rejection::CorruptState => "corrupt-state",
+            Rejection::MalformedAction(_) => "malformed-action",
         }
     }
 }
@@ -233,51 +253,73 @@ pub struct BlockOutcome {
     pub receipts: Vec<Receipt>,
 }
 
-pub fn read_account(view: &impl StateView, key: &PublicKey) -> Option<pb::Account> {
-    view.get(&StateKey::account(key))
-        .and_then(|v| pb::Account::decode(v.as_slice()).ok())
+pub fn read_account(
+    view: &(impl StateView + ?Sized),
+    key: &PublicKey,
+) -> Result<Option<pb::Account>, StateError> {
+    decode_at(view, &StateKey::account(key))
 }
 
-pub fn read_anchor(view: &impl StateView, digest: &Digest) -> Option<pb::AnchorRecord> {
-    view.get(&StateKey::anchor(digest))
-        .and_then(|v| pb::AnchorRecord::decode(v.as_slice()).ok())
+pub fn read_anchor(
+    view: &(impl StateView + ?Sized),
+    digest: &Digest,
+) -> Result<Option<pb::AnchorRecord>, StateError> {
+    decode_at(view, &StateKey::anchor(digest))
 }
 
-pub fn read_member(view: &impl StateView, org: &str) -> Option<pb::Member> {
+pub fn read_member(
+    view: &(impl StateView + ?Sized),
+    org: &str,
+) -> Result<Option<pb::Member>, StateError> {
     decode_at(view, &StateKey::member(org))
 }
 
-pub fn read_member_index(view: &impl StateView) -> pb::MemberIndex {
-    decode_at(view, &StateKey::member_index()).unwrap_or_default()
+/// Every org ever admitted (empty before the first).
+pub fn read_member_index(view: &(impl StateView + ?Sized)) -> Result<pb::MemberIndex, StateError> {
+    Ok(decode_at(view, &StateKey::member_index())?.unwrap_or_default())
 }
 
-pub fn read_attestation(view: &impl StateView, key: &PublicKey) -> Option<pb::Attestation> {
+pub fn read_attestation(
+    view: &(impl StateView + ?Sized),
+    key: &PublicKey,
+) -> Result<Option<pb::Attestation>, StateError> {
     decode_at(view, &StateKey::attestation(key))
 }
 
-pub fn read_governance(view: &impl StateView) -> Governance {
-    decode_at::<pb::GovernanceParams>(view, &StateKey::governance_params())
-        .map(|p| Governance {
-            approval_num: p.approval_num,
-            approval_den: p.approval_den,
-            proposal_ttl_blocks: p.proposal_ttl_blocks,
-        })
-        .unwrap_or_default()
+/// The governance parameters; the defaults where genesis wrote none.
+pub fn read_governance(view: &(impl StateView + ?Sized)) -> Result<Governance, StateError> {
+    Ok(
+        decode_at::<pb::GovernanceParams>(view, &StateKey::governance_params())?
+            .map(|p| Governance {
+                approval_num: p.approval_num,
+                approval_den: p.approval_den,
+                proposal_ttl_blocks: p.proposal_ttl_blocks,
+            })
+            .unwrap_or_default(),
+    )
 }
 
-pub fn read_proposal(view: &impl StateView, id: u64) -> Option<pb::GovernanceProposal> {
+pub fn read_proposal(
+    view: &(impl StateView + ?Sized),
+    id: u64,
+) -> Result<Option<pb::GovernanceProposal>, StateError> {
     decode_at(view, &StateKey::proposal(id))
 }
 
 /// The highest proposal id handed out (0 when none).
-pub fn read_last_proposal_id(view: &impl StateView) -> u64 {
-    decode_at::<pb::ProposalCounter>(view, &StateKey::proposal_counter())
-        .map(|c| c.last)
-        .unwrap_or(0)
+pub fn read_last_proposal_id(view: &(impl StateView + ?Sized)) -> Result<u64, StateError> {
+    Ok(
+        decode_at::<pb::ProposalCounter>(view, &StateKey::proposal_counter())?
+            .map(|c| c.last)
+            .unwrap_or(0),
+    )
 }
 
-pub fn read_revocations(view: &impl StateView) -> pb::RevocationList {
-    decode_at(view, &StateKey::revocations()).unwrap_or_default()
+/// Revoked certificate serials (empty before the first revocation).
+pub fn read_revocations(
+    view: &(impl StateView + ?Sized),
+) -> Result<pb::RevocationList, StateError> {
+    Ok(decode_at(view, &StateKey::revocations())?.unwrap_or_default())
 }
 
 /// How a proposal stands at `height`: its recorded status, or expired when it is still open
@@ -291,18 +333,14 @@ pub fn proposal_standing(p: &pb::GovernanceProposal, height: u64) -> &'static st
     }
 }
 
-fn decode_at<M: Message + Default>(view: &impl StateView, key: &StateKey) -> Option<M> {
-    view.get(key).and_then(|v| M::decode(v.as_slice()).ok())
-}
-
 /// Executes a block's transactions in order on top of `view`; `height` is the block's height
 /// (proposals expire by height).
 pub fn execute_block(
     chain_id: &str,
     height: u64,
-    view: &impl StateView,
+    view: &(impl StateView + ?Sized),
     txs: &[Transaction],
-) -> BlockOutcome {
+) -> Result<BlockOutcome, StateError> {
     execute_block_checked(chain_id, height, view, txs, |_| false)
 }
 
@@ -310,13 +348,15 @@ pub fn execute_block(
 /// signature of `txs[i]` (at admission to its pool). Verification is a pure function of the
 /// transaction (ZIP-215), so skipping it for those changes no outcome; it only saves the work.
 /// The transactions may be shared (`Arc<Transaction>`, as a node's pool holds them).
+///
+/// A read the state store fails stops the block: `Err`, and nothing of it is to be written.
 pub fn execute_block_checked<T: Borrow<Transaction>>(
     chain_id: &str,
     height: u64,
-    view: &impl StateView,
+    view: &(impl StateView + ?Sized),
     txs: &[T],
     already_verified: impl Fn(usize) -> bool,
-) -> BlockOutcome {
+) -> Result<BlockOutcome, StateError> {
     let unchecked: Vec<usize> = (0..txs.len()).filter(|i| !already_verified(*i)).collect();
     let verdicts = Transaction::verify_batch(unchecked.iter().map(|i| txs[*i].borrow()));
     let mut signatures: Vec<Result<(), trellis_types::TxError>> = vec![Ok(()); txs.len()];
@@ -324,27 +364,54 @@ pub fn execute_block_checked<T: Borrow<Transaction>>(
         signatures[i] = verdict;
     }
     let mut state = Overlay::new(view);
-    let receipts = txs
-        .iter()
-        .zip(signatures)
-        .map(|(tx, signature)| {
-            let tx: &Transaction = tx.borrow();
-            let outcome = if tx.chain_id() != chain_id {
-                Err(Rejection::WrongChain)
-            } else if signature.is_err() {
-                Err(Rejection::BadSignature)
-            } else {
-                apply(&mut state, height, tx)
-            };
-            Receipt {
-                tx_hash: tx.hash(),
-                outcome,
+    let mut receipts = Vec::with_capacity(txs.len());
+    for (tx, signature) in txs.iter().zip(signatures) {
+        let tx: &Transaction = tx.borrow();
+        let outcome = if tx.chain_id() != chain_id {
+            Err(Rejection::WrongChain)
+        } else if signature.is_err() {
+            Err(Rejection::BadSignature)
+        } else {
+            match BeaconAction::decode(tx.action()) {
+                Err(e) => Err(Rejection::MalformedAction(e.to_string())),
+                Ok(action) => match apply(&mut state, height, tx, &action) {
+                    Ok(applied) => Ok(applied),
+                    Err(Stop::Refused(r)) => Err(r),
+                    Err(Stop::Unreadable(e)) => return Err(e),
+                },
             }
-        })
-        .collect();
-    BlockOutcome {
+        };
+        receipts.push(Receipt {
+            tx_hash: tx.hash(),
+            outcome,
+        });
+    }
+    Ok(BlockOutcome {
         writes: state.writes,
         receipts,
+    })
+}
+
+/// Why a transaction stopped: refused (its receipt says why), or the state could not be read
+/// (the whole block stops on this node).
+enum Stop {
+    Refused(Rejection),
+    Unreadable(StateError),
+}
+
+impl From<Rejection> for Stop {
+    fn from(r: Rejection) -> Stop {
+        Stop::Refused(r)
+    }
+}
+
+impl From<StateError> for Stop {
+    fn from(e: StateError) -> Stop {
+        match e {
+            // The same bytes on every replica: a deterministic refusal.
+            StateError::Corrupt(_) => Stop::Refused(Rejection::CorruptState),
+            StateError::Store(_) => Stop::Unreadable(e),
+        }
     }
 }
 
@@ -355,33 +422,32 @@ fn put(writes: &mut Writes, key: StateKey, record: &impl Message) {
     writes.push((key, Some(record.encode_to_vec())));
 }
 
-fn read<M: Message + Default, V: StateView>(
+fn read<M: Message + Default, V: StateView + ?Sized>(
     state: &Overlay<'_, V>,
     key: &StateKey,
-) -> Result<Option<M>, Rejection> {
-    state
-        .get(key)
-        .map(|v| M::decode(v.as_slice()).map_err(|_| Rejection::CorruptState))
-        .transpose()
+) -> Result<Option<M>, Stop> {
+    Ok(decode_at(state, key)?)
 }
 
-fn apply<V: StateView>(
+fn apply<V: StateView + ?Sized>(
     state: &mut Overlay<'_, V>,
     height: u64,
     tx: &Transaction,
-) -> Result<Applied, Rejection> {
+    action: &BeaconAction,
+) -> Result<Applied, Stop> {
     let account_key = StateKey::account(&tx.sender());
-    let account: pb::Account = read(state, &account_key)?.ok_or(Rejection::UnknownAccount)?;
+    let account: pb::Account =
+        read(state, &account_key)?.ok_or(Stop::Refused(Rejection::UnknownAccount))?;
     let bad_nonce = Rejection::BadNonce {
         expected: account.next_nonce,
         got: tx.nonce(),
     };
     if tx.nonce() != account.next_nonce {
-        return Err(bad_nonce);
+        return Err(bad_nonce.into());
     }
     let next_nonce = account.next_nonce.checked_add(1).ok_or(bad_nonce)?;
     let mut writes = Writes::new();
-    let outcome = act(state, height, tx, &account, &mut writes);
+    let outcome = act(state, height, tx, action, &account, &mut writes);
     if outcome.is_ok() {
         for (k, v) in writes {
             match v {
@@ -401,22 +467,23 @@ fn apply<V: StateView>(
 }
 
 /// The action's own rules; writes go to `writes` and are applied only when it succeeds.
-fn act<V: StateView>(
+fn act<V: StateView + ?Sized>(
     state: &Overlay<'_, V>,
     height: u64,
     tx: &Transaction,
+    action: &BeaconAction,
     account: &pb::Account,
     writes: &mut Writes,
-) -> Result<Applied, Rejection> {
+) -> Result<Applied, Stop> {
     let role = account.role();
-    let applied = match tx.action() {
-        Action::Anchor { digest, tag } => {
+    let applied = match action {
+        BeaconAction::Anchor { digest, tag } => {
             if role != Role::Member {
-                return Err(Rejection::RoleMayNotAnchor(role));
+                return Err(Stop::Refused(Rejection::RoleMayNotAnchor(role)));
             }
             let anchor_key = StateKey::anchor(digest);
-            if state.get(&anchor_key).is_some() {
-                return Err(Rejection::AlreadyAnchored);
+            if state.get(&anchor_key)?.is_some() {
+                return Err(Stop::Refused(Rejection::AlreadyAnchored));
             }
             let record = pb::AnchorRecord {
                 sender: tx.sender().0.to_vec(),
@@ -426,7 +493,7 @@ fn act<V: StateView>(
             put(writes, anchor_key, &record);
             Applied::default()
         }
-        Action::AttestIdentity {
+        BeaconAction::AttestIdentity {
             subject,
             commitment,
             level,
@@ -442,7 +509,7 @@ fn act<V: StateView>(
             put(writes, StateKey::attestation(subject), &record);
             Applied::default()
         }
-        Action::Propose(kind) => {
+        BeaconAction::Propose(kind) => {
             if role != Role::Operator {
                 require_active_member(state, account, "open proposals")?;
             }
@@ -451,7 +518,7 @@ fn act<V: StateView>(
                 proposal_id: Some(id),
             }
         }
-        Action::Vote {
+        BeaconAction::Vote {
             proposal_id,
             approve,
         } => {
@@ -461,7 +528,7 @@ fn act<V: StateView>(
                 proposal_id: Some(*proposal_id),
             }
         }
-        Action::RevokeCertificate { serial, reason } => {
+        BeaconAction::RevokeCertificate { serial, reason } => {
             require_role(role, Role::Operator, "revoke certificates")?;
             let mut list: pb::RevocationList =
                 read(state, &StateKey::revocations())?.unwrap_or_default();
@@ -469,7 +536,7 @@ fn act<V: StateView>(
                 .entries
                 .binary_search_by(|e| e.serial.as_slice().cmp(serial.as_slice()))
             {
-                Ok(_) => return Err(Rejection::AlreadyRevoked),
+                Ok(_) => return Err(Stop::Refused(Rejection::AlreadyRevoked)),
                 Err(at) => at,
             };
             list.entries.insert(
@@ -488,32 +555,32 @@ fn act<V: StateView>(
     Ok(applied)
 }
 
-fn require_role(role: Role, needed: Role, action: &'static str) -> Result<(), Rejection> {
+fn require_role(role: Role, needed: Role, action: &'static str) -> Result<(), Stop> {
     if role == needed {
         Ok(())
     } else {
-        Err(Rejection::RoleMayNot { action, role })
+        Err(Stop::Refused(Rejection::RoleMayNot { action, role }))
     }
 }
 
-fn require_active_member<V: StateView>(
+fn require_active_member<V: StateView + ?Sized>(
     state: &Overlay<'_, V>,
     account: &pb::Account,
     action: &'static str,
-) -> Result<(), Rejection> {
+) -> Result<(), Stop> {
     if account.role() != Role::Member {
-        return Err(Rejection::RoleMayNot {
+        return Err(Stop::Refused(Rejection::RoleMayNot {
             action,
             role: account.role(),
-        });
+        }));
     }
     match read::<pb::Member, V>(state, &StateKey::member(&account.org))? {
         Some(m) if m.status() == MemberStatus::Active => Ok(()),
-        _ => Err(Rejection::NotAMember),
+        _ => Err(Stop::Refused(Rejection::NotAMember)),
     }
 }
 
-fn active_members<V: StateView>(state: &Overlay<'_, V>) -> Result<u64, Rejection> {
+fn active_members<V: StateView + ?Sized>(state: &Overlay<'_, V>) -> Result<u64, Stop> {
     let index: pb::MemberIndex = read(state, &StateKey::member_index())?.unwrap_or_default();
     let mut n = 0;
     for org in &index.orgs {
@@ -527,11 +594,11 @@ fn active_members<V: StateView>(state: &Overlay<'_, V>) -> Result<u64, Rejection
 }
 
 /// The id of `org`'s proposal that is still open and unexpired, if any.
-fn open_proposal_for<V: StateView>(
+fn open_proposal_for<V: StateView + ?Sized>(
     state: &Overlay<'_, V>,
     height: u64,
     org: &str,
-) -> Result<Option<u64>, Rejection> {
+) -> Result<Option<u64>, Stop> {
     let Some(c) = read::<pb::ProposalCounter, V>(state, &StateKey::open_proposal(org))? else {
         return Ok(None);
     };
@@ -565,39 +632,39 @@ fn check_parameter(name: &str, value: &str) -> Result<(), Rejection> {
     }
 }
 
-fn propose<V: StateView>(
+fn propose<V: StateView + ?Sized>(
     state: &Overlay<'_, V>,
     height: u64,
     tx: &Transaction,
     kind: &ProposalKind,
     writes: &mut Writes,
-) -> Result<u64, Rejection> {
+) -> Result<u64, Stop> {
     let subject_org = match kind {
         ProposalKind::AdmitMember { org, org_key } => {
             if let Some(m) = read::<pb::Member, V>(state, &StateKey::member(org.as_str()))?
                 && m.status() == MemberStatus::Active
             {
-                return Err(Rejection::AlreadyMember(org.to_string()));
+                return Err(Stop::Refused(Rejection::AlreadyMember(org.to_string())));
             }
-            if state.get(&StateKey::account(org_key)).is_some() {
-                return Err(Rejection::KeyInUse);
+            if state.get(&StateKey::account(org_key))?.is_some() {
+                return Err(Stop::Refused(Rejection::KeyInUse));
             }
-            let attestation: pb::Attestation =
-                read(state, &StateKey::attestation(org_key))?.ok_or(Rejection::NoAttestation)?;
+            let attestation: pb::Attestation = read(state, &StateKey::attestation(org_key))?
+                .ok_or(Stop::Refused(Rejection::NoAttestation))?;
             // The verifier that checked the identity names the org it belongs to: nobody else
             // may pair that attested key with an org id (front-running or mislabelling it).
             if attestation.verifier != tx.sender().0 {
-                return Err(Rejection::NotTheVerifier);
+                return Err(Stop::Refused(Rejection::NotTheVerifier));
             }
             Some(org.as_str())
         }
         ProposalKind::RemoveMember { org } => {
             match read::<pb::Member, V>(state, &StateKey::member(org.as_str()))? {
                 Some(m) if m.status() == MemberStatus::Active => {}
-                _ => return Err(Rejection::UnknownMember(org.to_string())),
+                _ => return Err(Stop::Refused(Rejection::UnknownMember(org.to_string()))),
             }
             if active_members(state)? <= 1 {
-                return Err(Rejection::LastMember);
+                return Err(Stop::Refused(Rejection::LastMember));
             }
             Some(org.as_str())
         }
@@ -609,13 +676,13 @@ fn propose<V: StateView>(
     if let Some(org) = subject_org
         && let Some(open) = open_proposal_for(state, height, org)?
     {
-        return Err(Rejection::ProposalOpen(open));
+        return Err(Stop::Refused(Rejection::ProposalOpen(open)));
     }
     let last = read::<pb::ProposalCounter, V>(state, &StateKey::proposal_counter())?
         .map(|c| c.last)
         .unwrap_or(0);
     let id = last + 1;
-    let g = read_governance(state);
+    let g = read_governance(state)?;
     let proposal = pb::GovernanceProposal {
         id,
         proposer: tx.sender().0.to_vec(),
@@ -650,28 +717,30 @@ fn propose<V: StateView>(
     Ok(id)
 }
 
-fn vote<V: StateView>(
+fn vote<V: StateView + ?Sized>(
     state: &Overlay<'_, V>,
     height: u64,
     voter_org: &str,
     id: u64,
     approve: bool,
     writes: &mut Writes,
-) -> Result<(), Rejection> {
-    let mut p: pb::GovernanceProposal =
-        read(state, &StateKey::proposal(id))?.ok_or(Rejection::UnknownProposal(id))?;
+) -> Result<(), Stop> {
+    let mut p: pb::GovernanceProposal = read(state, &StateKey::proposal(id))?
+        .ok_or(Stop::Refused(Rejection::UnknownProposal(id)))?;
     match proposal_standing(&p, height) {
         "open" => {}
         "expired" => {
-            return Err(Rejection::ProposalExpired {
+            return Err(Stop::Refused(Rejection::ProposalExpired {
                 id,
                 expires_height: p.expires_height,
-            });
+            }));
         }
-        _ => return Err(Rejection::ProposalClosed(id)),
+        _ => return Err(Stop::Refused(Rejection::ProposalClosed(id))),
     }
     if p.yes.iter().chain(&p.no).any(|o| o == voter_org) {
-        return Err(Rejection::AlreadyVoted(voter_org.to_string()));
+        return Err(Stop::Refused(Rejection::AlreadyVoted(
+            voter_org.to_string(),
+        )));
     }
     if approve {
         p.yes.push(voter_org.to_string());
@@ -725,19 +794,19 @@ fn proposal_org(p: &pb::GovernanceProposal) -> Option<String> {
 }
 
 /// Applies a passed proposal's effect; false when it can no longer take effect.
-fn enact<V: StateView>(
+fn enact<V: StateView + ?Sized>(
     state: &Overlay<'_, V>,
     height: u64,
     p: &pb::GovernanceProposal,
     writes: &mut Writes,
-) -> Result<bool, Rejection> {
+) -> Result<bool, Stop> {
     match &p.kind {
         Some(pb::governance_proposal::Kind::AdmitMember(a)) => {
             let Ok(key) = <[u8; 32]>::try_from(a.org_key.as_slice()) else {
-                return Err(Rejection::CorruptState);
+                return Err(Stop::Refused(Rejection::CorruptState));
             };
             let key = PublicKey(key);
-            if state.get(&StateKey::account(&key)).is_some() {
+            if state.get(&StateKey::account(&key))?.is_some() {
                 return Ok(false);
             }
             let member = pb::Member {
@@ -775,7 +844,7 @@ fn enact<V: StateView>(
             member.proposal_id = p.id;
             for k in &member.keys {
                 let Ok(key) = <[u8; 32]>::try_from(k.as_slice()) else {
-                    return Err(Rejection::CorruptState);
+                    return Err(Stop::Refused(Rejection::CorruptState));
                 };
                 let key = StateKey::account(&PublicKey(key));
                 // The account stays (its nonce must never restart) but loses its role.
@@ -787,7 +856,7 @@ fn enact<V: StateView>(
             put(writes, StateKey::member(&r.org), &member);
         }
         Some(pb::governance_proposal::Kind::SetParameter(s)) => {
-            let mut g = read_governance(state);
+            let mut g = read_governance(state)?;
             match s.name.as_str() {
                 "approval_threshold" => match parse_threshold(&s.value) {
                     Some((n, d)) => (g.approval_num, g.approval_den) = (n, d),
@@ -806,7 +875,7 @@ fn enact<V: StateView>(
             };
             put(writes, StateKey::governance_params(), &params);
         }
-        None => return Err(Rejection::CorruptState),
+        None => return Err(Stop::Refused(Rejection::CorruptState)),
     }
     Ok(true)
 }
