@@ -15,6 +15,9 @@
 //! | `proposal-open/` ‖ org id | `ProposalCounter` holding the id of the org's open proposal |
 //! | `revocations` | `RevocationList` (sorted by serial) |
 //! | `committee/` ‖ chain id | `ChainCommittee`: the committee the beacon decided for that chain |
+//! | `shard/` ‖ shard id | `ShardRecord`: its member orgs and status |
+//! | `shards` | `ShardIndex` (every shard ever created, sorted) |
+//! | `node/` ‖ 32-byte consensus key | `NodeRecord`: the org the node belongs to |
 //! | `chain/genesis` ([`trellis_types::genesis::GENESIS_STATE_KEY`]) | the 32-byte genesis digest, written by the node at genesis and never again |
 
 use std::collections::BTreeMap;
@@ -57,6 +60,15 @@ impl StateKey {
     }
     pub fn committee(chain_id: &str) -> StateKey {
         StateKey([b"committee/".as_slice(), chain_id.as_bytes()].concat())
+    }
+    pub fn shard(shard_id: &str) -> StateKey {
+        StateKey([b"shard/".as_slice(), shard_id.as_bytes()].concat())
+    }
+    pub fn shard_index() -> StateKey {
+        StateKey(b"shards".to_vec())
+    }
+    pub fn node(key: &PublicKey) -> StateKey {
+        StateKey([b"node/".as_slice(), &key.0].concat())
     }
     pub fn revocations() -> StateKey {
         StateKey(b"revocations".to_vec())
