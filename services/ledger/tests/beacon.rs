@@ -23,6 +23,8 @@ fn genesis() -> BeaconGenesis {
     };
     BeaconGenesis {
         chain_id: CHAIN.into(),
+        nodes: vec![],
+        shards: vec![],
         committee: vec![signer(200).public_key()],
         accounts: vec![
             account(1, "org-a", Role::Member),

@@ -39,6 +39,8 @@ fn genesis(ttl: u64) -> BeaconGenesis {
     };
     BeaconGenesis {
         chain_id: CHAIN.into(),
+        nodes: vec![],
+        shards: vec![],
         committee: vec![signer(200).public_key()],
         accounts: vec![
             account(1, "org-1", Role::Member),

@@ -38,6 +38,8 @@ fn main() {
         .collect();
     let genesis = BeaconGenesis {
         chain_id: CHAIN.into(),
+        nodes: vec![],
+        shards: vec![],
         committee: vec![Signer::from_seed([0xee; 32]).public_key()],
         accounts: signers
             .iter()

@@ -159,9 +159,11 @@ pub fn init(
             .map(|(name, key, _, _)| GenesisValidator {
                 name: name.clone(),
                 consensus_key: key.public_key.clone(),
+                org: None,
             })
             .collect(),
         accounts,
+        shards: Vec::new(),
         params: ChainParams::default(),
     };
     write(&dir.join("genesis.json"), &genesis.to_json_pretty())?;

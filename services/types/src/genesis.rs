@@ -22,6 +22,9 @@ pub struct Genesis {
     pub validators: Vec<GenesisValidator>,
     #[serde(default)]
     pub accounts: Vec<GenesisAccountEntry>,
+    /// Shard chains that exist from genesis, as if created by passed proposals.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<GenesisShard>,
     #[serde(default)]
     pub params: ChainParams,
 }
@@ -32,6 +35,19 @@ pub struct GenesisValidator {
     pub name: String,
     /// ed25519 public key, 32 bytes as hex.
     pub consensus_key: String,
+    /// The org the node belongs to (required for a shard's validators).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+}
+
+/// A shard chain present from genesis: its id (also its chain id), its member orgs and its
+/// first committee, each node of a member org.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisShard {
+    pub shard_id: String,
+    pub members: Vec<String>,
+    pub validators: Vec<GenesisValidator>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +138,40 @@ fn key(hex_key: &str, name: &str) -> Result<PublicKey, GenesisError> {
     Ok(key)
 }
 
+/// An org or shard id: 1 to 64 characters of `A-Z a-z 0-9 . _ -` (they appear in URL paths).
+fn org_id(s: &str, name: &str) -> Result<(), GenesisError> {
+    crate::OrgId::parse(s, "id")
+        .map(|_| ())
+        .map_err(|_| field(name, "must be 1 to 64 characters of A-Z a-z 0-9 . _ -"))
+}
+
+/// A shard's first committee: named, strong, distinct keys.
+fn shard_committee(shard: &GenesisShard, at: &str) -> Result<Committee, GenesisError> {
+    if shard.validators.is_empty() {
+        return Err(field(
+            format!("{at}.validators"),
+            "at least one validator is needed",
+        ));
+    }
+    let mut seen = BTreeMap::new();
+    let mut members = Vec::with_capacity(shard.validators.len());
+    for (i, v) in shard.validators.iter().enumerate() {
+        if v.name.trim().is_empty() {
+            return Err(field(format!("{at}.validators[{i}].name"), "is empty"));
+        }
+        let k_at = format!("{at}.validators[{i}].consensus_key");
+        let k = key(&v.consensus_key, &k_at)?;
+        if let Some(first) = seen.insert(k, i) {
+            return Err(field(
+                k_at,
+                format!("duplicate of {at}.validators[{first}]"),
+            ));
+        }
+        members.push(k);
+    }
+    Committee::new(members).map_err(|e| field(format!("{at}.validators"), e.to_string()))
+}
+
 fn role(s: &str) -> Option<Role> {
     Some(match s {
         "member" => Role::Member,
@@ -159,7 +209,55 @@ impl Genesis {
             ));
         }
         self.committee()?;
-        self.parse_accounts()?;
+        let accounts = self.parse_accounts()?;
+        for (i, v) in self.validators.iter().enumerate() {
+            if let Some(org) = &v.org {
+                org_id(org, &format!("validators[{i}].org"))?;
+            }
+        }
+        let member_orgs: std::collections::BTreeSet<&str> = accounts
+            .iter()
+            .filter(|(_, _, r)| *r == Role::Member)
+            .map(|(_, o, _)| o.as_str())
+            .collect();
+        let mut ids = std::collections::BTreeSet::new();
+        for (i, shard) in self.shards.iter().enumerate() {
+            let at = format!("shards[{i}]");
+            org_id(&shard.shard_id, &format!("{at}.shard_id"))?;
+            if shard.shard_id == self.chain_id || !ids.insert(shard.shard_id.as_str()) {
+                return Err(field(
+                    format!("{at}.shard_id"),
+                    "must differ from the chain id and from every other shard",
+                ));
+            }
+            shard_committee(shard, &at)?;
+            if shard.members.is_empty() {
+                return Err(field(format!("{at}.members"), "at least one member org"));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for (j, m) in shard.members.iter().enumerate() {
+                if !member_orgs.contains(m.as_str()) {
+                    return Err(field(
+                        format!("{at}.members[{j}]"),
+                        "is not an org with a member account",
+                    ));
+                }
+                if !seen.insert(m.as_str()) {
+                    return Err(field(format!("{at}.members[{j}]"), "is listed twice"));
+                }
+            }
+            for (j, v) in shard.validators.iter().enumerate() {
+                match &v.org {
+                    Some(org) if shard.members.contains(org) => {}
+                    _ => {
+                        return Err(field(
+                            format!("{at}.validators[{j}].org"),
+                            "must name one of the shard's member orgs",
+                        ));
+                    }
+                }
+            }
+        }
         let p = &self.params;
         let positive = [
             ("max_tx_bytes", p.max_tx_bytes),
@@ -219,6 +317,15 @@ impl Genesis {
         Committee::new(members).map_err(|e| field("validators", e.to_string()))
     }
 
+    /// The first committee of each shard of [`Genesis::shards`], in file order.
+    pub fn shard_committees(&self) -> Result<Vec<Committee>, GenesisError> {
+        self.shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| shard_committee(s, &format!("shards[{i}]")))
+            .collect()
+    }
+
     /// The registered accounts: key, organisation and role, in file order.
     pub fn parse_accounts(&self) -> Result<Vec<(PublicKey, String, Role)>, GenesisError> {
         let mut seen = BTreeMap::new();
@@ -265,6 +372,7 @@ impl Genesis {
             genesis_time_ms,
             validators,
             accounts,
+            shards,
             params,
         } = self;
         let ChainParams {
@@ -301,6 +409,36 @@ impl Genesis {
         e.u32(*approval_num)
             .u32(*approval_den)
             .u64(*proposal_ttl_blocks);
+        // Nodes' orgs and shards came with format v2; a file without them digests as in v1.
+        if validators.iter().any(|v| v.org.is_some()) || !shards.is_empty() {
+            e.u8(1);
+            for v in validators {
+                e.bytes(v.org.as_deref().unwrap_or("").as_bytes());
+            }
+            e.u32(len_u32(shards.len(), "shards")?);
+            for (i, shard) in shards.iter().enumerate() {
+                let GenesisShard {
+                    shard_id,
+                    members,
+                    validators,
+                } = shard;
+                e.bytes(shard_id.as_bytes());
+                e.u32(len_u32(members.len(), "members")?);
+                for m in members {
+                    e.bytes(m.as_bytes());
+                }
+                e.u32(len_u32(validators.len(), "validators")?);
+                for (j, v) in validators.iter().enumerate() {
+                    let k = key(
+                        &v.consensus_key,
+                        &format!("shards[{i}].validators[{j}].consensus_key"),
+                    )?;
+                    e.bytes(v.name.as_bytes())
+                        .fixed(&k.0)
+                        .bytes(v.org.as_deref().unwrap_or("").as_bytes());
+                }
+            }
+        }
         Ok(e.hash())
     }
 

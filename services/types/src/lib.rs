@@ -29,7 +29,9 @@ pub mod pb {
 
 pub use actions::{BeaconAction, EncodeAction, OrgId, ProposalKind, Tag};
 pub use bundle::{AnchorBundle, BrokenLink, BundleError, GenesisTrust, Verdict, anchor_state_key};
-pub use genesis::{ChainParams, Genesis, GenesisAccountEntry, GenesisError, GenesisValidator};
+pub use genesis::{
+    ChainParams, Genesis, GenesisAccountEntry, GenesisError, GenesisShard, GenesisValidator,
+};
 pub use state_proof::{ProofError, StateProof};
 pub use trellis_consensus::{Digest, PublicKey, Signature, Signer};
 pub use tx::{Transaction, TxError};

@@ -100,3 +100,99 @@ fn mistakes_are_refused_with_their_field() {
         Err(GenesisError::Json(_))
     ));
 }
+
+/// `sample()` with node orgs and one shard of the member org, whose validators are `shard_keys`.
+fn with_shard(shard: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(&sample()).expect("json");
+    v["validators"][0]["org"] = "91310000MA1FL0001X".into();
+    v["shards"] = serde_json::from_str(shard).expect("shard json");
+    v.to_string()
+}
+
+fn one_shard() -> String {
+    format!(
+        r#"[{{ "shard_id": "scf", "members": ["91310000MA1FL0001X"],
+             "validators": [{{ "name": "s1", "consensus_key": "{}", "org": "91310000MA1FL0001X" }}] }}]"#,
+        key(20)
+    )
+}
+
+#[test]
+fn shards_and_node_orgs_parse_and_enter_the_digest() {
+    let plain = Genesis::from_json(&sample()).expect("valid");
+    let g = Genesis::from_json(&with_shard(&one_shard())).expect("valid");
+    assert_eq!(g.shards[0].shard_id, "scf");
+    let committees = g.shard_committees().expect("committees");
+    assert_eq!(
+        committees[0].members(),
+        &[Signer::from_seed([20; 32]).public_key()]
+    );
+    // Each addition changes the digest; a file without them keeps its version-1 digest.
+    let orgs_only = {
+        let mut v: serde_json::Value = serde_json::from_str(&sample()).expect("json");
+        v["validators"][0]["org"] = "91310000MA1FL0001X".into();
+        Genesis::from_json(&v.to_string()).expect("valid")
+    };
+    let digests = [
+        plain.digest().expect("digest"),
+        orgs_only.digest().expect("digest"),
+        g.digest().expect("digest"),
+    ];
+    assert_ne!(digests[0], digests[1]);
+    assert_ne!(digests[1], digests[2]);
+    // The file round-trips, and a file without shards writes no `shards` member.
+    assert_eq!(Genesis::from_json(&g.to_json_pretty()).expect("valid"), g);
+    assert!(!plain.to_json_pretty().contains("shards"));
+}
+
+#[test]
+fn each_shard_mistake_is_named() {
+    let k = key(20);
+    let cases = [
+        (
+            r#"[{ "shard_id": "trellis-beacon", "members": ["91310000MA1FL0001X"], "validators": [] }]"#
+                .to_string(),
+            "shards[0].shard_id",
+        ),
+        (
+            r#"[{ "shard_id": "s c f", "members": [], "validators": [] }]"#.to_string(),
+            "shards[0].shard_id",
+        ),
+        (
+            format!(
+                r#"[{{ "shard_id": "scf", "members": [], "validators": [{{ "name": "s1", "consensus_key": "{k}", "org": "x" }}] }}]"#
+            ),
+            "shards[0].members",
+        ),
+        (
+            format!(
+                r#"[{{ "shard_id": "scf", "members": ["regulator-sh"], "validators": [{{ "name": "s1", "consensus_key": "{k}", "org": "regulator-sh" }}] }}]"#
+            ),
+            "shards[0].members[0]",
+        ),
+        (
+            format!(
+                r#"[{{ "shard_id": "scf", "members": ["91310000MA1FL0001X"], "validators": [{{ "name": "s1", "consensus_key": "{k}" }}] }}]"#
+            ),
+            "shards[0].validators[0].org",
+        ),
+        (
+            r#"[{ "shard_id": "scf", "members": ["91310000MA1FL0001X"], "validators": [] }]"#
+                .to_string(),
+            "shards[0].validators",
+        ),
+        (
+            one_shard().replace(
+                "}] }]",
+                &format!(r#"}}] }}, {{ "shard_id": "scf", "members": ["91310000MA1FL0001X"], "validators": [{{ "name": "s1", "consensus_key": "{k}", "org": "91310000MA1FL0001X" }}] }}]"#),
+            ),
+            "shards[1].shard_id",
+        ),
+    ];
+    for (shard, want) in cases {
+        assert_eq!(field_of(&with_shard(&shard)), want, "{shard}");
+    }
+    let mut bad_org: serde_json::Value = serde_json::from_str(&sample()).expect("json");
+    bad_org["validators"][1]["org"] = "no spaces allowed".into();
+    assert_eq!(field_of(&bad_org.to_string()), "validators[1].org");
+}

@@ -1,7 +1,10 @@
 //! The beacon as an [`Application`]: its genesis from the genesis file, execution, the
 //! committee it decides, and its public read routes.
 
-use super::{BeaconGenesis, GenesisAccount, Governance, Rejection, execute_block_checked};
+use super::{
+    BeaconGenesis, GenesisAccount, GenesisNode, GenesisShardSpec, Governance, Rejection,
+    execute_block_checked,
+};
 use crate::app::{
     self, Application, BlockInput, ChainGenesis, ExecutedBlock, GenesisError, ReadArgs, ReadError,
     ReadRoute, Refusal, TxReceipt,
@@ -32,10 +35,42 @@ impl BeaconApp {
             .map(|(key, org, role)| GenesisAccount { key, org, role })
             .collect();
         let p = &genesis.params;
+        let mut nodes = Vec::new();
+        let committee = genesis.committee().map_err(bad)?;
+        for (v, key) in genesis.validators.iter().zip(committee.members()) {
+            if let Some(org) = &v.org {
+                nodes.push(GenesisNode {
+                    key: *key,
+                    org: org.clone(),
+                    name: v.name.clone(),
+                });
+            }
+        }
+        let mut shards = Vec::new();
+        for (shard, committee) in genesis
+            .shards
+            .iter()
+            .zip(genesis.shard_committees().map_err(bad)?)
+        {
+            for (v, key) in shard.validators.iter().zip(committee.members()) {
+                nodes.push(GenesisNode {
+                    key: *key,
+                    org: v.org.clone().unwrap_or_default(),
+                    name: v.name.clone(),
+                });
+            }
+            shards.push(GenesisShardSpec {
+                shard_id: shard.shard_id.clone(),
+                members: shard.members.clone(),
+                committee: committee.members().to_vec(),
+            });
+        }
         Ok(BeaconGenesis {
             chain_id: genesis.chain_id.clone(),
-            committee: genesis.committee().map_err(bad)?.members().to_vec(),
+            committee: committee.members().to_vec(),
             accounts,
+            nodes,
+            shards,
             governance: Governance {
                 approval_num: p.approval_num,
                 approval_den: p.approval_den,
@@ -72,6 +107,14 @@ pub fn read_committee(
     Committee::new(members)
         .map(Some)
         .map_err(|_| StateError::Corrupt(key.to_string()))
+}
+
+/// The beacon's record of a shard.
+pub fn read_shard(
+    view: &(impl StateView + ?Sized),
+    shard_id: &str,
+) -> Result<Option<pb::ShardRecord>, StateError> {
+    decode_at(view, &StateKey::shard(shard_id))
 }
 
 impl Application for BeaconApp {

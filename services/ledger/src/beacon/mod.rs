@@ -28,7 +28,7 @@
 mod app;
 mod reads;
 
-pub use app::{BeaconApp, read_committee};
+pub use app::{BeaconApp, read_committee, read_shard};
 pub use reads::*;
 
 use crate::state::{Overlay, StateError, StateKey, StateView, WriteSet, decode_at};
@@ -44,6 +44,20 @@ pub struct GenesisAccount {
     pub key: PublicKey,
     pub org: String,
     pub role: Role,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GenesisNode {
+    pub key: PublicKey,
+    pub org: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GenesisShardSpec {
+    pub shard_id: String,
+    pub members: Vec<String>,
+    pub committee: Vec<PublicKey>,
 }
 
 /// Governance parameters (see `trellis.v1.GovernanceParams`).
@@ -70,6 +84,10 @@ pub struct BeaconGenesis {
     /// The committee of epoch 0, in order: the beacon's first decision for itself.
     pub committee: Vec<PublicKey>,
     pub accounts: Vec<GenesisAccount>,
+    /// Nodes with the org each belongs to (the beacon's validators and the shards').
+    pub nodes: Vec<GenesisNode>,
+    /// Shards present from genesis.
+    pub shards: Vec<GenesisShardSpec>,
     pub governance: Governance,
 }
 
@@ -85,6 +103,10 @@ pub enum GenesisError {
     BadOrg(String),
     #[error("governance parameters are not valid")]
     BadGovernance,
+    #[error("node {0:?} is listed twice with different orgs")]
+    NodeOrgs(PublicKey),
+    #[error("shard {0:?} is not valid: {1}")]
+    BadShard(String, &'static str),
 }
 
 impl BeaconGenesis {
@@ -140,15 +162,74 @@ impl BeaconGenesis {
             proposal_ttl_blocks: g.proposal_ttl_blocks,
         };
         writes.insert(StateKey::governance_params(), Some(params.encode_to_vec()));
-        let committee = pb::ChainCommittee {
-            chain_id: self.chain_id.clone(),
-            members: self.committee.iter().map(|k| k.0.to_vec()).collect(),
+        let committee = |chain_id: &str, members: &[PublicKey]| pb::ChainCommittee {
+            chain_id: chain_id.to_string(),
+            members: members.iter().map(|k| k.0.to_vec()).collect(),
             decided_height: 0,
         };
         writes.insert(
             StateKey::committee(&self.chain_id),
-            Some(committee.encode_to_vec()),
+            Some(committee(&self.chain_id, &self.committee).encode_to_vec()),
         );
+        let mut nodes: BTreeMap<PublicKey, &GenesisNode> = BTreeMap::new();
+        for n in &self.nodes {
+            if let Some(first) = nodes.insert(n.key, n)
+                && first.org != n.org
+            {
+                return Err(GenesisError::NodeOrgs(n.key));
+            }
+        }
+        for n in nodes.values() {
+            let record = pb::NodeRecord {
+                org: n.org.clone(),
+                name: n.name.clone(),
+            };
+            writes.insert(StateKey::node(&n.key), Some(record.encode_to_vec()));
+        }
+        let mut shard_ids = BTreeSet::new();
+        for shard in &self.shards {
+            let bad = |why| GenesisError::BadShard(shard.shard_id.clone(), why);
+            if shard.shard_id == self.chain_id || !shard_ids.insert(shard.shard_id.clone()) {
+                return Err(bad("its id is taken"));
+            }
+            let mut members = shard.members.clone();
+            members.sort();
+            members.dedup();
+            if members.is_empty() || members.len() != shard.members.len() {
+                return Err(bad("it needs distinct member orgs"));
+            }
+            let is_member_org = |org: &String| {
+                self.accounts
+                    .iter()
+                    .any(|a| a.org == *org && a.role == Role::Member)
+            };
+            if !members.iter().all(is_member_org) {
+                return Err(bad("a member org has no member account"));
+            }
+            if shard.committee.is_empty() {
+                return Err(bad("it needs a committee"));
+            }
+            let record = pb::ShardRecord {
+                shard_id: shard.shard_id.clone(),
+                members,
+                status: pb::ShardStatus::Active as i32,
+                created_height: 0,
+                proposal_id: 0,
+                closed_height: 0,
+            };
+            writes.insert(
+                StateKey::shard(&shard.shard_id),
+                Some(record.encode_to_vec()),
+            );
+            writes.insert(
+                StateKey::committee(&shard.shard_id),
+                Some(committee(&shard.shard_id, &shard.committee).encode_to_vec()),
+            );
+        }
+        let index = pb::ShardIndex {
+            shards: shard_ids.into_iter().collect(),
+        };
+        writes.insert(StateKey::shard_index(), Some(index.encode_to_vec()));
         Ok(writes)
     }
 }

@@ -14,6 +14,8 @@ pub fn signer(i: u8) -> Signer {
 pub fn genesis() -> BeaconGenesis {
     BeaconGenesis {
         chain_id: CHAIN.into(),
+        nodes: vec![],
+        shards: vec![],
         committee: vec![signer(100).public_key()],
         accounts: (1..=3)
             .map(|i| GenesisAccount {

@@ -238,6 +238,7 @@ pub fn genesis_file(old: &[Signer]) -> Genesis {
             .map(|(i, s)| GenesisValidator {
                 name: format!("validator-{}", i + 1),
                 consensus_key: hex::encode(s.public_key().0),
+                org: None,
             })
             .collect(),
         accounts: (1..=3u8)
@@ -248,6 +249,7 @@ pub fn genesis_file(old: &[Signer]) -> Genesis {
                 public_key: hex::encode(signer(0x40 + a).public_key().0),
             })
             .collect(),
+        shards: Vec::new(),
         params: ChainParams::default(),
     }
 }
