@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "trellis/v1/tx.proto",
             "trellis/v1/state.proto",
             "trellis/v1/chain.proto",
+            "trellis/v1/shard.proto",
         ],
         ["proto"],
     )?;

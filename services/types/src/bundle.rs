@@ -17,12 +17,16 @@
 //!    verified proof per epoch;
 //! 7. a quorum of that committee signed `commit_qc`.
 //!
+//! Links 4 to 7 are the certified chain every verifier of beacon state shares
+//! ([`crate::certified::certified_state`], here from the genesis committee, epoch 0).
+//!
 //! A block committed implies its ancestors are, so the headers need not reach the certificate's
 //! own block. The JSON form keeps readable fields readable and every binary part as lowercase
 //! hex of its canonical encoding; parsing is strict (unknown fields, uppercase hex and
 //! non-canonical encodings are refused), so changing any byte of a bundle either fails to parse
 //! or breaks a link.
 
+use crate::certified::certified_state;
 use crate::genesis::{GENESIS_STATE_KEY, Genesis, GenesisError};
 use crate::state_proof::StateProof;
 use crate::wire::{self, WireError};
@@ -124,15 +128,31 @@ pub enum BrokenLink {
     NotCommitted,
     #[error("commit certificate is of epoch {qc}, the last header of epoch {header}")]
     EpochMismatch { qc: Epoch, header: Epoch },
-    #[error(
-        "commit certificate of epoch {epoch} needs {epoch} epoch changes from genesis, the \
-         bundle has {got}"
-    )]
-    EpochChanges { epoch: Epoch, got: usize },
+    #[error("{}", epoch_changes_needed(*epoch, *from, *got))]
+    EpochChanges {
+        epoch: Epoch,
+        /// The trusted epoch the changes start from (0: genesis).
+        from: Epoch,
+        got: usize,
+    },
     #[error("epoch change {index}: {error}")]
     EpochChange { index: usize, error: CertError },
     #[error("commit certificate: {0}")]
     CommitCert(CertError),
+}
+
+fn epoch_changes_needed(epoch: Epoch, from: Epoch, got: usize) -> String {
+    if from == 0 {
+        format!(
+            "commit certificate of epoch {epoch} needs {epoch} epoch changes from genesis, the \
+             bundle has {got}"
+        )
+    } else {
+        format!(
+            "commit certificate of epoch {epoch} needs one epoch change per epoch from the \
+             trusted epoch {from}, got {got}"
+        )
+    }
 }
 
 impl BrokenLink {
@@ -248,35 +268,21 @@ impl AnchorBundle {
                 Some(&self.genesis_digest.0),
             )
             .map_err(BrokenLink::GenesisProof)?;
-        let last = self.check_headers()?;
+        // Link 3 here, before the links the certified chain shares with other verifiers: an
+        // empty list is reported by `certified_state` as `no-headers`, first.
+        if self.headers.first().is_some_and(|h| h.state != self.state) {
+            return Err(BrokenLink::StateNotCommitted);
+        }
+        let certified = certified_state(
+            &self.chain_id,
+            0,
+            &genesis.committee,
+            &self.headers,
+            &self.commit_qc,
+            &self.epoch_changes,
+        )?;
+        let committee = &certified.committee;
         let vd = &self.commit_qc.vote_data;
-        if vd.commits() != Some(last.id())
-            || vd.parent_round != last.round
-            || last.height.checked_add(1) != Some(vd.height)
-        {
-            return Err(BrokenLink::NotCommitted);
-        }
-        if vd.epoch != last.epoch {
-            return Err(BrokenLink::EpochMismatch {
-                qc: vd.epoch,
-                header: last.epoch,
-            });
-        }
-        if vd.epoch != self.epoch_changes.len() as u64 {
-            return Err(BrokenLink::EpochChanges {
-                epoch: vd.epoch,
-                got: self.epoch_changes.len(),
-            });
-        }
-        let mut committee = &genesis.committee;
-        for (index, (proof, epoch)) in self.epoch_changes.iter().zip(0..).enumerate() {
-            committee = proof
-                .verify(&self.chain_id, epoch, committee)
-                .map_err(|error| BrokenLink::EpochChange { index, error })?;
-        }
-        self.commit_qc
-            .verify(&self.chain_id, committee)
-            .map_err(BrokenLink::CommitCert)?;
         Ok(Verdict {
             chain_id: self.chain_id.clone(),
             digest: self.digest,
@@ -288,49 +294,6 @@ impl AnchorBundle {
             signers: self.commit_qc.signers.count(),
             committee_size: committee.size(),
         })
-    }
-
-    /// Links 3 and 4 of the module docs; returns the last header.
-    fn check_headers(&self) -> Result<&BlockHeader, BrokenLink> {
-        let headers = &self.headers;
-        let last = headers.last().ok_or(BrokenLink::NoHeaders)?;
-        if headers[0].state != self.state {
-            return Err(BrokenLink::StateNotCommitted);
-        }
-        if let Some(i) = headers.iter().position(|h| h.chain_id != self.chain_id) {
-            return Err(BrokenLink::OtherChain(i));
-        }
-        let pairs = || {
-            headers
-                .windows(2)
-                .enumerate()
-                .map(|(i, w)| (i + 1, &w[0], &w[1]))
-        };
-        if let Some((next, ..)) = pairs().find(|(_, prev, h)| h.parent_id != prev.id()) {
-            return Err(BrokenLink::Unlinked { next });
-        }
-        // Each check runs over all headers before the next: the first broken link is the first
-        // header breaking the earliest rule, as docs/proof-format.md orders them.
-        let parent = |i: usize| i.checked_sub(1).map(|p| &headers[p]);
-        let height_ok = |i: usize, h: &BlockHeader| {
-            h.state.height < h.height
-                && parent(i).is_none_or(|p| p.height.checked_add(1) == Some(h.height))
-        };
-        if let Some(i) = (0..headers.len()).find(|&i| !height_ok(i, &headers[i])) {
-            return Err(BrokenLink::Height(i));
-        }
-        // Rounds rise within an epoch and start again in the next (whose root is round 0).
-        let round_ok = |i: usize, h: &BlockHeader| {
-            h.round > 0
-                && parent(i).is_none_or(|p| {
-                    (h.epoch == p.epoch && h.round > p.round)
-                        || p.epoch.checked_add(1) == Some(h.epoch)
-                })
-        };
-        if let Some(i) = (0..headers.len()).find(|&i| !round_ok(i, &headers[i])) {
-            return Err(BrokenLink::Round(i));
-        }
-        Ok(last)
     }
 
     pub fn to_json(&self) -> serde_json::Value {

@@ -1,11 +1,12 @@
 //! # trellis-types
 //!
 //! The types a Trellis chain and its offline verifier share: the transaction envelope and each
-//! application's actions ([`actions`]) with their canonical
+//! application's actions ([`actions`], [`shard_actions`]) with their canonical
 //! wire encoding (protobuf, `proto/trellis/v1`), account signatures and their batch
 //! verification, proofs of state against a state root, the node-to-node wire format
-//! ([`wire`]), the genesis file ([`genesis`]) and the anchor proof bundle with its offline
-//! verification ([`bundle`]). No IO: everything here is a pure function of its input.
+//! ([`wire`]), the genesis file ([`genesis`]), the anchor proof bundle with its offline
+//! verification ([`bundle`]) and the certified chain of headers both it and a shard's view of
+//! the beacon rest on ([`certified`]). No IO: everything here is a pure function of its input.
 //!
 //! Consensus-level types (blocks, certificates, epoch-change proofs) come from
 //! [`trellis_consensus`] and are re-exported where this crate uses them.
@@ -14,7 +15,9 @@
 
 pub mod actions;
 pub mod bundle;
+pub mod certified;
 pub mod genesis;
+pub mod shard_actions;
 pub mod state_proof;
 pub mod tx;
 pub mod wire;
@@ -29,9 +32,11 @@ pub mod pb {
 
 pub use actions::{BeaconAction, EncodeAction, OrgId, ProposalKind, Tag};
 pub use bundle::{AnchorBundle, BrokenLink, BundleError, GenesisTrust, Verdict, anchor_state_key};
+pub use certified::{CertifiedState, certified_state};
 pub use genesis::{
     ChainParams, Genesis, GenesisAccountEntry, GenesisError, GenesisShard, GenesisValidator,
 };
+pub use shard_actions::{Collection, ProvenValue, RecordKey, ShardAction};
 pub use state_proof::{ProofError, StateProof};
 pub use trellis_consensus::{Digest, PublicKey, Signature, Signer};
 pub use tx::{Transaction, TxError};
