@@ -9,4 +9,5 @@
 
 pub mod app;
 pub mod beacon;
+pub mod shard;
 pub mod state;

@@ -19,6 +19,19 @@
 //! | `shards` | `ShardIndex` (every shard ever created, sorted) |
 //! | `node/` ‖ 32-byte consensus key | `NodeRecord`: the org the node belongs to |
 //! | `chain/genesis` ([`trellis_types::genesis::GENESIS_STATE_KEY`]) | the 32-byte genesis digest, written by the node at genesis and never again |
+//!
+//! A shard's state ([`crate::shard`]) reuses `acct/`, `anchor/` and `chain/genesis`, and adds:
+//!
+//! | key | record |
+//! |---|---|
+//! | `shard-members` | `ShardMembership`: the shard's status and member orgs with their writing keys |
+//! | `beacon/trust` | `BeaconTrust`: the beacon committee the shard trusts, the beacon state height last applied |
+//! | `beacon/next-committee` | `ChainCommittee`: the shard's next committee, as the beacon decided it |
+//! | `record/` ‖ collection ‖ 0x00 ‖ key | `RecordVersion`: the record's latest version |
+//! | `record-version/` ‖ collection ‖ 0x00 ‖ key ‖ 0x00 ‖ 8-byte big-endian version | `RecordVersion`: every version, from 1, never overwritten |
+//!
+//! Collections hold no 0x00 and record keys no control character, so the separators are
+//! unambiguous.
 
 use std::collections::BTreeMap;
 use trellis_types::{Digest, PublicKey};
@@ -72,6 +85,33 @@ impl StateKey {
     }
     pub fn revocations() -> StateKey {
         StateKey(b"revocations".to_vec())
+    }
+    pub fn shard_members() -> StateKey {
+        StateKey(b"shard-members".to_vec())
+    }
+    pub fn beacon_trust() -> StateKey {
+        StateKey(b"beacon/trust".to_vec())
+    }
+    pub fn next_committee() -> StateKey {
+        StateKey(b"beacon/next-committee".to_vec())
+    }
+    /// A record's latest version.
+    pub fn record(collection: &str, key: &str) -> StateKey {
+        StateKey([b"record/", collection.as_bytes(), &[0], key.as_bytes()].concat())
+    }
+    /// One version of a record.
+    pub fn record_version(collection: &str, key: &str, version: u64) -> StateKey {
+        StateKey(
+            [
+                b"record-version/",
+                collection.as_bytes(),
+                &[0],
+                key.as_bytes(),
+                &[0],
+                &version.to_be_bytes(),
+            ]
+            .concat(),
+        )
     }
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
