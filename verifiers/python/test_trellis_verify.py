@@ -618,6 +618,193 @@ class GenesisRules(unittest.TestCase):
             self.assertEqual((v["link"], tv.exit_code(v)), ("genesis-file", 2))
 
 
+# Appendix A's genesis file with node orgs and two shards (§3.1-§3.3). Its digest, and that of
+# the same file without `shards`, are the values `trellis verify` (services/types/src/genesis.rs)
+# reports for it; the keys are those of the seeds 1, 2, 3, 4 and 5 (0x01×32, ...).
+KEY_2 = "8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394"
+KEY_3 = "ed4928c628d1c2c6eae90338905995612959273a5c63f93636c14614ac8737d1"
+KEY_4 = "ca93ac1705187071d67b83c7ff0efe8108e8ec4530575d7726879333dbdabe7c"
+KEY_5 = "6e7a1cdd29b0b78fd13af4c5598feff4ef2a97166e3ca6f2e4fbfccd80505bf1"
+GENESIS_SHARDS = """{
+  "chain_id": "example-chain",
+  "genesis_time_ms": 1700000000000,
+  "validators": [
+    { "name": "validator-1", "consensus_key": "%(k1)s", "org": "org-1" },
+    { "name": "validator-2", "consensus_key": "%(k2)s" }
+  ],
+  "accounts": [
+    { "name": "member-1", "org": "org-1", "role": "member", "public_key": "%(k41)s" },
+    { "name": "member-2", "org": "org-2", "role": "member", "public_key": "%(k3)s" },
+    { "name": "watch", "org": "reg.x", "role": "regulator", "public_key": "%(k4)s" }
+  ],
+  "shards": [
+    { "shard_id": "shard-a", "members": ["org-1", "org-2"],
+      "validators": [ { "name": "s1", "consensus_key": "%(k5)s", "org": "org-1" },
+                      { "name": "s2", "consensus_key": "%(k1)s", "org": "org-2" } ] },
+    { "shard_id": "shard_b.2", "members": ["org-2"],
+      "validators": [ { "name": "s3", "consensus_key": "%(k5)s", "org": "org-2" } ] }
+  ],
+  "params": { "epoch_length_blocks": 100 }
+}
+""" % dict(k1=KEY_1, k2=KEY_2, k3=KEY_3, k4=KEY_4, k5=KEY_5, k41=KEY_41)
+GENESIS_SHARDS_DIGEST = "11adc9ac558a1070a25ffbfae9cf0a1ea76d8c9122bbe46e7cc96fc804d3f953"
+GENESIS_ORGS_ONLY_DIGEST = "dbf3d874288a50f1752be8d25a439754826e4ba6374609709ac23b30e0c60d6f"
+WEAK_KEY = "63771c228bf60e6a02ad24d2c345a28d3598f640e26bede40c8b77fe4bf090a3"
+
+
+def edit_shards(fn):
+    g = json.loads(GENESIS_SHARDS)
+    fn(g)
+    return json.dumps(g)
+
+
+def shard(i):
+    return lambda g: g["shards"][i]
+
+
+def shard_val(i, j):
+    return lambda g: g["shards"][i]["validators"][j]
+
+
+# Each mistake and the field the reference names for it (`trellis verify` on the same file).
+SHARD_MISTAKES = [
+    (lambda g: shard(0)(g).update(shard_id="example-chain"), "shards[0].shard_id"),
+    (lambda g: shard(0)(g).update(shard_id="s c f"), "shards[0].shard_id"),
+    (lambda g: shard(0)(g).update(shard_id=""), "shards[0].shard_id"),
+    (lambda g: shard(0)(g).update(shard_id="s" * 65), "shards[0].shard_id"),
+    (lambda g: shard(0)(g).update(shard_id="sh\u00e9"), "shards[0].shard_id"),
+    (lambda g: shard(1)(g).update(shard_id="shard-a"), "shards[1].shard_id"),
+    (lambda g: shard(1)(g).update(members=[]), "shards[1].members"),
+    (lambda g: shard(0)(g)["members"].append("reg.x"), "shards[0].members[2]"),
+    (lambda g: shard(0)(g)["members"].insert(0, "org-9"), "shards[0].members[0]"),
+    (lambda g: shard(1)(g)["members"].append("org-2"), "shards[1].members[1]"),
+    (lambda g: shard(1)(g).update(validators=[]), "shards[1].validators"),
+    (lambda g: shard_val(0, 1)(g).pop("org"), "shards[0].validators[1].org"),
+    (lambda g: shard_val(1, 0)(g).update(org="org-1"), "shards[1].validators[0].org"),
+    (lambda g: shard_val(1, 0)(g).update(org="no such"), "shards[1].validators[0].org"),
+    (lambda g: shard_val(0, 0)(g).update(name=" \t"), "shards[0].validators[0].name"),
+    (lambda g: shard_val(0, 0)(g).update(consensus_key=WEAK_KEY),
+     "shards[0].validators[0].consensus_key"),
+    (lambda g: shard_val(0, 0)(g).update(consensus_key="ab" * 31),
+     "shards[0].validators[0].consensus_key"),
+    (lambda g: shard_val(0, 1)(g).update(consensus_key=KEY_5),
+     "shards[0].validators[1].consensus_key"),
+    (lambda g: g["validators"][1].update(org="no spaces"), "validators[1].org"),
+    (lambda g: g["validators"][0].update(org=""), "validators[0].org"),
+    (lambda g: g["validators"][0].update(org="o" * 65), "validators[0].org"),
+]
+
+# Refused by the reference while reading the JSON (an unknown, missing or mistyped member).
+SHARD_STRUCTURE_MISTAKES = [
+    lambda g: shard(0)(g).update(extra=1),
+    lambda g: shard_val(0, 0)(g).update(extra=1),
+    lambda g: g["validators"][0].update(orgs="org-1"),
+    lambda g: shard(0)(g).pop("members"),
+    lambda g: shard(0)(g).pop("validators"),
+    lambda g: shard(0)(g).pop("shard_id"),
+    lambda g: g.update(shards=None),
+    lambda g: g.update(shards={}),
+    lambda g: g["shards"].append("x"),
+    lambda g: shard(0)(g).update(members=[1]),
+    lambda g: shard(0)(g).update(members="org-1"),
+    lambda g: shard(0)(g).update(shard_id=1),
+    lambda g: g["validators"][0].update(org=1),
+    lambda g: shard_val(0, 0)(g).update(org=None),
+    # §3.1 refuses null everywhere but params.epoch_length_blocks. (The reference reads
+    # `"org": null` on a beacon validator as an absent org.)
+    lambda g: g["validators"][0].update(org=None),
+]
+
+
+class GenesisShards(unittest.TestCase):
+    def field_of(self, text):
+        with self.assertRaises(tv.GenesisError, msg=text[:300]) as cm:
+            tv.parse_genesis(text.encode())
+        return str(cm.exception).split(" ", 1)[0]
+
+    def test_node_orgs_and_shards_parse_with_the_reference_digest(self):
+        g = tv.parse_genesis(GENESIS_SHARDS.encode())
+        self.assertEqual(g.committee, [h(KEY_1), h(KEY_2)])
+        self.assertEqual([org for _, _, org in g.validators], ["org-1", None])
+        self.assertEqual(g.shards, [
+            ("shard-a", ["org-1", "org-2"], [("s1", h(KEY_5), "org-1"), ("s2", h(KEY_1), "org-2")]),
+            ("shard_b.2", ["org-2"], [("s3", h(KEY_5), "org-2")]),
+        ])
+        self.assertEqual(g.digest.hex(), GENESIS_SHARDS_DIGEST)
+        orgs_only = tv.parse_genesis(edit_shards(lambda g: g.pop("shards")).encode())
+        self.assertEqual(orgs_only.digest.hex(), GENESIS_ORGS_ONLY_DIGEST)
+        # the meaning, not the spelling: hex case and member order
+        def respell(g):
+            sv = shard_val(0, 0)(g)
+            sv["consensus_key"] = sv["consensus_key"].upper()
+            g["shards"][1] = dict(reversed(list(g["shards"][1].items())))
+        self.assertEqual(tv.parse_genesis(edit_shards(respell).encode()).digest.hex(),
+                         GENESIS_SHARDS_DIGEST)
+
+    def test_the_extension_of_the_encoding(self):
+        g = tv.parse_genesis(GENESIS_SHARDS.encode())
+        v1 = tv.parse_genesis(edit_shards(lambda g: (
+            g.pop("shards"), g["validators"][0].pop("org"))).encode())
+        enc, enc_v1 = tv.genesis_encoding(g), tv.genesis_encoding(v1)
+        self.assertTrue(enc.startswith(enc_v1))
+        def b(s):
+            return len(s).to_bytes(4, "big") + s.encode()
+
+        def n(v):
+            return v.to_bytes(4, "big")
+        self.assertEqual(enc[len(enc_v1):], b"".join([
+            b"\x01", b("org-1"), b(""),
+            n(2),
+            b("shard-a"), n(2), b("org-1"), b("org-2"),
+            n(2), b("s1"), h(KEY_5), b("org-1"), b("s2"), h(KEY_1), b("org-2"),
+            b("shard_b.2"), n(1), b("org-2"),
+            n(1), b("s3"), h(KEY_5), b("org-2"),
+        ]))
+
+    def test_a_version_1_file_keeps_its_digest(self):
+        self.assertEqual(genesis_a().digest.hex(), GENESIS_DIGEST_A)
+        self.assertEqual(genesis_a().shards, [])
+        # an empty `shards` is the default: still the version-1 encoding
+        g = tv.parse_genesis(edit_genesis(lambda g: g.update(shards=[])).encode())
+        self.assertEqual(tv.genesis_encoding(g), tv.genesis_encoding(genesis_a()))
+        self.assertEqual(g.digest.hex(), GENESIS_DIGEST_A)
+        # a node org alone extends it
+        g = tv.parse_genesis(
+            edit_genesis(lambda g: g["validators"][0].update(org="org-1")).encode())
+        self.assertEqual(tv.genesis_encoding(g),
+                         tv.genesis_encoding(genesis_a()) + b"\x01" + h("00000005") + b"org-1"
+                         + h("00000000"))
+        # and Appendix A's bundle, anchored under the version-1 digest, still verifies
+        self.assertEqual(verdict(BUNDLE_A, edit_genesis(lambda g: g.update(shards=[]))), VERDICT_A)
+        self.assertEqual(link(verdict(BUNDLE_A, GENESIS_SHARDS)), "genesis")
+
+    def test_each_shard_mistake_is_refused_naming_its_field(self):
+        for fn, want in SHARD_MISTAKES:
+            self.assertEqual(self.field_of(edit_shards(fn)), want)
+
+    def test_unknown_missing_and_mistyped_members_are_refused(self):
+        for fn in SHARD_STRUCTURE_MISTAKES:
+            text = edit_shards(fn)
+            with self.assertRaises(tv.GenesisError, msg=text[:300]):
+                tv.parse_genesis(text.encode())
+
+    def test_what_the_rules_allow(self):
+        # a shard key may repeat a beacon validator's or another shard's (GENESIS_SHARDS does
+        # both); an org may be a member of several shards; the beacon's nodes need no org
+        def usable(fn):
+            return tv.parse_genesis(edit_shards(fn).encode())
+        usable(lambda g: [v.pop("org", None) for v in g["validators"]])
+        usable(lambda g: g["validators"][1].update(org="any-org"))
+        id64 = "A.b_c-9" * 9 + "x"
+        usable(lambda g: shard(1)(g).update(shard_id=id64))
+        self.assertEqual(self.field_of(edit_shards(
+            lambda g: shard(1)(g).update(shard_id=id64 + "y"))), "shards[1].shard_id")
+        # at most 1024 validators in a shard
+        many = [{"name": "v", "consensus_key": KEY_5, "org": "org-1"}] * 1025
+        self.assertEqual(self.field_of(edit_shards(lambda g: shard(0)(g).update(validators=many))),
+                         "shards[0].validators")
+
+
 class Batch(unittest.TestCase):
     def test_batch_answers_one_line_per_line(self):
         with tempfile.TemporaryDirectory() as d:

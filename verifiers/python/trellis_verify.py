@@ -460,13 +460,14 @@ class GenesisError(Exception):
 
 
 class Genesis:
-    def __init__(self, chain_id, genesis_time_ms, validators, accounts, params):
+    def __init__(self, chain_id, genesis_time_ms, validators, accounts, params, shards=()):
         self.chain_id = chain_id
         self.genesis_time_ms = genesis_time_ms
-        self.validators = validators  # [(name, key bytes)]
+        self.validators = validators  # [(name, key bytes, org or None)]
         self.accounts = accounts  # [(name, org, role, key bytes)]
+        self.shards = list(shards)  # [(shard_id, [member org], [(name, key bytes, org)])]
         self.params = params  # dict with defaults applied
-        self.committee = [k for _, k in validators]
+        self.committee = [k for _, k, _ in validators]
         self.digest = genesis_digest(self)
 
 
@@ -509,6 +510,71 @@ def _has_non_space(s):
     return any(ch not in WHITE_SPACE for ch in s)
 
 
+def _g_committee(vals, what):
+    """A committee (`validators`, or a shard's `validators`) per §3.2: 1 to 1024 entries, each
+    with a non-blank name and a strong key, no key twice. Returns [(name, key, org or None)];
+    `org` is only checked to be a string here."""
+    if type(vals) is not list:
+        raise GenesisError("%s is not an array" % what)
+    if not 1 <= len(vals) <= MAX_COMMITTEE:
+        raise GenesisError("%s must have 1 to 1024 entries" % what)
+    validators = []
+    seen = {}
+    for i, v in enumerate(vals):
+        at = "%s[%d]" % (what, i)
+        _members(v, at, ("name", "consensus_key"), ("org",))
+        name = _g_str(v["name"], at + ".name")
+        if not _has_non_space(name):
+            raise GenesisError("%s.name is blank" % at)
+        key = _g_key(v["consensus_key"], at + ".consensus_key")
+        if key in seen:
+            raise GenesisError("%s.consensus_key is the key of %s[%d]" % (at, what, seen[key]))
+        seen[key] = i
+        org = _g_str(v["org"], at + ".org") if "org" in v else None
+        validators.append((name, key, org))
+    return validators
+
+
+def _g_shards(shs, chain_id, member_orgs):
+    """`shards` per §3.1 and §3.2, in the order the reference applies the rules."""
+    if type(shs) is not list:
+        raise GenesisError("shards is not an array")
+    shards = []
+    ids = set()
+    for i, sh in enumerate(shs):
+        at = "shards[%d]" % i
+        _members(sh, at, ("shard_id", "members", "validators"))
+        shard_id = _g_str(sh["shard_id"], at + ".shard_id")
+        members = sh["members"]
+        if type(members) is not list:
+            raise GenesisError("%s.members is not an array" % at)
+        for j, m in enumerate(members):
+            _g_str(m, "%s.members[%d]" % (at, j))
+        if not _ORG_RE.fullmatch(shard_id):
+            raise GenesisError("%s.shard_id must be 1 to 64 of A-Z a-z 0-9 . _ -" % at)
+        if shard_id == chain_id or shard_id in ids:
+            raise GenesisError("%s.shard_id must differ from chain_id and from every other "
+                               "shard's" % at)
+        ids.add(shard_id)
+        validators = _g_committee(sh["validators"], at + ".validators")
+        if not members:
+            raise GenesisError("%s.members must have at least one org" % at)
+        seen = set()
+        for j, m in enumerate(members):
+            if m not in member_orgs:
+                raise GenesisError("%s.members[%d] is not an org with an account of role member"
+                                   % (at, j))
+            if m in seen:
+                raise GenesisError("%s.members[%d] is listed twice" % (at, j))
+            seen.add(m)
+        for j, (_, _, org) in enumerate(validators):
+            if org is None or org not in members:
+                raise GenesisError("%s.validators[%d].org must name one of the shard's members"
+                                   % (at, j))
+        shards.append((shard_id, list(members), validators))
+    return shards
+
+
 def parse_genesis(data):
     """Parse and validate a genesis file (bytes) per §3.1 and §3.2; raise GenesisError."""
     try:
@@ -520,7 +586,7 @@ def parse_genesis(data):
     except _JSONRefused as e:
         raise GenesisError("the genesis file is not strict JSON: %s" % e)
     _members(top, "the genesis file", ("chain_id", "genesis_time_ms", "validators"),
-             ("accounts", "params"))
+             ("accounts", "shards", "params"))
     chain_id = _g_str(top["chain_id"], "chain_id")
     if not 1 <= len(chain_id) <= 64:
         raise GenesisError("chain_id must have 1 to 64 characters")
@@ -529,24 +595,7 @@ def parse_genesis(data):
             raise GenesisError("chain_id holds white space or a control character")
     time_ms = _g_int(top["genesis_time_ms"], "genesis_time_ms")
 
-    vals = top["validators"]
-    if type(vals) is not list:
-        raise GenesisError("validators is not an array")
-    if not 1 <= len(vals) <= MAX_COMMITTEE:
-        raise GenesisError("validators must have 1 to 1024 entries")
-    validators = []
-    seen = set()
-    for i, v in enumerate(vals):
-        what = "validators[%d]" % i
-        _members(v, what, ("name", "consensus_key"))
-        name = _g_str(v["name"], what + ".name")
-        if not _has_non_space(name):
-            raise GenesisError("%s.name is blank" % what)
-        key = _g_key(v["consensus_key"], what + ".consensus_key")
-        if key in seen:
-            raise GenesisError("%s has the key of an earlier validator" % what)
-        seen.add(key)
-        validators.append((name, key))
+    validators = _g_committee(top["validators"], "validators")
 
     accs = top.get("accounts", [])
     if type(accs) is not list:
@@ -570,6 +619,12 @@ def parse_genesis(data):
             raise GenesisError("%s has the key of an earlier account" % what)
         seen.add(key)
         accounts.append((name, org, role, key))
+
+    for i, (_, _, org) in enumerate(validators):
+        if org is not None and not _ORG_RE.fullmatch(org):
+            raise GenesisError("validators[%d].org must be 1 to 64 of A-Z a-z 0-9 . _ -" % i)
+    member_orgs = set(org for _, org, role, _ in accounts if role == "member")
+    shards = _g_shards(top.get("shards", []), chain_id, member_orgs)
 
     params = dict(PARAM_DEFAULTS)
     if "params" in top:
@@ -599,7 +654,7 @@ def parse_genesis(data):
         raise GenesisError("params.proposal_ttl_blocks exceeds 100000000")
     if params["max_tx_bytes"] > params["max_block_bytes"]:
         raise GenesisError("params.max_tx_bytes exceeds max_block_bytes")
-    return Genesis(chain_id, time_ms, validators, accounts, params)
+    return Genesis(chain_id, time_ms, validators, accounts, params, shards)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -625,7 +680,7 @@ def enc_bytes(x):
 def genesis_encoding(g):
     out = [enc_bytes(GENESIS_DOMAIN), enc_bytes(g.chain_id.encode("utf-8")), u64(g.genesis_time_ms)]
     out.append(u32(len(g.validators)))
-    for name, key in g.validators:
+    for name, key, _ in g.validators:
         out += [enc_bytes(name.encode("utf-8")), key]
     out.append(u32(len(g.accounts)))
     for name, org, role, key in g.accounts:
@@ -638,6 +693,19 @@ def genesis_encoding(g):
     else:
         out += [u8(1), u64(p["epoch_length_blocks"])]
     out += [u32(p["approval_num"]), u32(p["approval_den"]), u64(p["proposal_ttl_blocks"])]
+    # Node orgs and shards (format v2): a file without them keeps its version-1 digest.
+    if any(org is not None for _, _, org in g.validators) or g.shards:
+        out.append(u8(1))
+        for _, _, org in g.validators:
+            out.append(enc_bytes((org or "").encode("utf-8")))
+        out.append(u32(len(g.shards)))
+        for shard_id, members, validators in g.shards:
+            out += [enc_bytes(shard_id.encode("utf-8")), u32(len(members))]
+            out += [enc_bytes(m.encode("utf-8")) for m in members]
+            out.append(u32(len(validators)))
+            for name, key, org in validators:
+                out += [enc_bytes(name.encode("utf-8")), key,
+                        enc_bytes((org or "").encode("utf-8"))]
     return b"".join(out)
 
 
