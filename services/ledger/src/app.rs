@@ -193,6 +193,19 @@ pub trait Application: Send + Sync + 'static {
         ending: &EpochState,
     ) -> Result<Option<Committee>, StateError>;
 
+    /// Whether anyone may read the chain (the beacon's registry); otherwise only callers that
+    /// prove they speak for an account [`Application::may_read`] accepts (a shard's members).
+    fn public(&self) -> bool {
+        false
+    }
+
+    /// Whether `account` may read a chain that is not public: a registered account of a
+    /// member org (the account layout both applications share, role `member`).
+    fn may_read(&self, view: &dyn StateView, account: &PublicKey) -> Result<bool, StateError> {
+        Ok(decode_at::<pb::Account>(view, &StateKey::account(account))?
+            .is_some_and(|a| a.role() == pb::Role::Member))
+    }
+
     /// The read routes the node mounts for this chain.
     fn routes(&self) -> &'static [ReadRoute];
 

@@ -5,7 +5,7 @@
 //! always were. Node-wide: the chain list, health, readiness, metrics and the OpenAPI document.
 //! Every error is an RFC 9457 [`Problem`] (`application/problem+json`).
 
-use crate::chain::{ChainShared, TxLocation, lock};
+use crate::chain::{ChainShared, TxLocation, lock, now_ms};
 use crate::mempool::{Admitted, Rejected};
 use crate::problem::{Problem, internal, read_state};
 use axum::body::Bytes;
@@ -68,17 +68,60 @@ impl FromRequestParts<Arc<ApiState>> for OnChain {
             .await
             .map(|Path(p)| p)
             .unwrap_or_default();
-        match params.get("chain_id") {
-            None => Ok(OnChain(st.beacon.clone())),
-            Some(id) => st.chains.get(id).cloned().map(OnChain).ok_or_else(|| {
+        let chain = match params.get("chain_id") {
+            None => st.beacon.clone(),
+            Some(id) => st.chains.get(id).cloned().ok_or_else(|| {
                 Problem::new(
                     StatusCode::NOT_FOUND,
                     "unknown-chain",
                     "this node hosts no chain with this id",
                 )
                 .field("chain_id")
-            }),
+            })?,
+        };
+        // Submissions prove themselves (a signed transaction of a registered account); reads
+        // of a chain that is not public need a request signed by an account it accepts.
+        if !chain.app.public() && parts.method != axum::http::Method::POST {
+            check_reader(&chain, parts)?;
         }
+        Ok(OnChain(chain))
+    }
+}
+
+/// 401 unless the request is signed by an account (`trellis_types::request`), 403 unless the
+/// chain's application lets that account read.
+fn check_reader(chain: &ChainShared, parts: &Parts) -> Result<(), Problem> {
+    use trellis_types::request::{self, RequestAuthError};
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let header = |name: &'static str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let account = request::verify_request(header, parts.method.as_str(), path, b"", now_ms())
+        .map_err(|e| {
+            let field = match e {
+                RequestAuthError::Missing(h) | RequestAuthError::Malformed(h) => h,
+                RequestAuthError::Stale => request::TIME_HEADER,
+                RequestAuthError::BadSignature => request::SIGNATURE_HEADER,
+            };
+            Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                format!("this chain answers its members only: {e}"),
+            )
+            .field(field)
+        })?;
+    let state = chain.state();
+    match chain.app.may_read(&state, &account) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "not-a-member",
+            "the signing account is not an account of one of this chain's member orgs",
+        )
+        .field(request::ACCOUNT_HEADER)),
+        Err(e) => Err(internal(e)),
     }
 }
 
@@ -225,12 +268,13 @@ async fn app_read(
         .iter()
         .find_map(|r| match_route(r.path, &rest).map(|c| (*r, c)))
         .ok_or_else(no_route)?;
-    if route.access == Access::Members {
-        // Callers are not identified on this API yet: a members-only route answers nobody.
+    if route.access == Access::Members && chain.app.public() {
+        // A public chain's members-only route: its caller was not checked (`OnChain` checks
+        // the callers of chains that are not public).
         return Err(Problem::new(
             StatusCode::FORBIDDEN,
             "members-only",
-            "this chain's records answer only callers of its member orgs",
+            "this route answers only callers of the chain's member orgs",
         ));
     }
     let query: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
@@ -478,9 +522,7 @@ async fn submit(OnChain(chain): OnChain, headers: HeaderMap, body: Bytes) -> Res
         .map(|(_, b)| b.clone())
         .collect();
     if !fresh.is_empty() {
-        chain
-            .net
-            .broadcast(wire::encode(&NetMessage::Txs(fresh)).into());
+        chain.net.broadcast(&NetMessage::Txs(fresh));
     }
     let status_of = |a: &Admitted| match a {
         Admitted::Added => "pending",
@@ -955,7 +997,7 @@ async fn metrics(State(st): St) -> Response {
                 .push((format!("{name}{label}"), v));
         }
     }
-    let net = st.beacon.net.stats();
+    let net = st.beacon.net.network().stats();
     let node_wide = [
         ("counter", "trellis_net_frames_in_total", net.frames_in),
         ("counter", "trellis_net_frames_out_total", net.frames_out),
@@ -984,7 +1026,7 @@ async fn metrics(State(st): St) -> Response {
         (
             "gauge",
             "trellis_net_peers_connected",
-            st.beacon.net.connected_peers().len() as u64,
+            st.beacon.net.network().connected_peers().len() as u64,
         ),
         ("gauge", PROCESS_ID_METRIC, u64::from(std::process::id())),
     ];

@@ -1,7 +1,9 @@
 //! A running node: configuration (file, then `TRELLIS__SECTION__KEY` overrides), key files, and
 //! the assembly of network, store, driver, dispatcher and client API for the beacon chain.
 
-use crate::chain::{ChainConfig, ChainShared, Driver, DriverEvent, dispatch};
+use crate::chain::{
+    ChainConfig, ChainLink, ChainShared, Driver, DriverEvent, Route, dispatch, route_inbound,
+};
 use crate::net::{NetConfig, Network, PeerAddr, TlsMaterial};
 use crate::store::{NodeStore, TREE_FLUSH_EVERY};
 use serde::{Deserialize, Serialize};
@@ -173,8 +175,18 @@ pub struct NodeConfig {
     pub api_listen: SocketAddr,
     pub tls: TlsPaths,
     pub peers: Vec<PeerConfig>,
+    /// The chains this node hosts, by chain id: the beacon (the genesis file's `chain_id`)
+    /// and shards of the genesis file whose member orgs include this node's org. Empty: the
+    /// beacon only.
+    #[serde(default)]
+    pub chains: Vec<String>,
     #[serde(default)]
     pub tuning: Tuning,
+}
+
+/// Where a node keeps the store of one of its chains.
+pub fn chain_store_dir(data_dir: &Path, chain_id: &str) -> PathBuf {
+    data_dir.join("chains").join(chain_id)
 }
 
 impl NodeConfig {
@@ -247,6 +259,37 @@ fn parse_key(hex_key: &str, what: &str) -> Result<PublicKey, NodeError> {
 pub trait Applications: Send + Sync {
     /// The beacon's application, from the beacon's genesis file.
     fn beacon(&self, genesis: &Genesis) -> Result<Arc<dyn Application>, String>;
+    /// The application of shard `shard_id`, one of the genesis file's shards.
+    fn shard(&self, genesis: &Genesis, shard_id: &str) -> Result<Arc<dyn Application>, String>;
+}
+
+/// The org a node belongs to, as the genesis file names it.
+fn org_of(genesis: &Genesis, key: &PublicKey) -> Option<String> {
+    let hex_key = hex::encode(key.0);
+    genesis
+        .validators
+        .iter()
+        .chain(genesis.shards.iter().flat_map(|s| s.validators.iter()))
+        .find(|v| v.consensus_key.eq_ignore_ascii_case(&hex_key))
+        .and_then(|v| v.org.clone())
+}
+
+/// The nodes a shard's chain talks with: the nodes of its member orgs the genesis file names.
+fn shard_peers(genesis: &Genesis, members: &[String]) -> Vec<PublicKey> {
+    genesis
+        .validators
+        .iter()
+        .chain(genesis.shards.iter().flat_map(|s| s.validators.iter()))
+        .filter(|v| v.org.as_ref().is_some_and(|o| members.contains(o)))
+        .filter_map(|v| parse_key(&v.consensus_key, "node").ok())
+        .collect()
+}
+
+/// One hosted chain of a running node.
+struct HostedChain {
+    shared: Arc<ChainShared>,
+    driver_tx: mpsc::Sender<DriverEvent>,
+    driver: JoinHandle<()>,
 }
 
 /// A node that is running; dropping it does not stop it, [`RunningNode::shutdown`] does.
@@ -254,9 +297,10 @@ pub struct RunningNode {
     pub name: String,
     pub api_addr: SocketAddr,
     pub p2p_addr: SocketAddr,
+    /// The beacon chain.
     pub shared: Arc<ChainShared>,
-    driver_tx: mpsc::Sender<DriverEvent>,
-    driver: JoinHandle<()>,
+    chains: Vec<HostedChain>,
+    net: Network,
     tasks: Vec<JoinHandle<()>>,
     api_stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -275,7 +319,7 @@ fn crl_fingerprint(paths: &[PathBuf]) -> Vec<Option<(u64, std::time::SystemTime)
 
 /// Reloads the CRLs whenever their files change. A file that cannot be read or parsed leaves
 /// the previous CRLs in force (and is retried on the next change).
-async fn watch_crls(shared: Arc<ChainShared>, paths: Vec<PathBuf>, every_ms: u64) {
+async fn watch_crls(net: Network, paths: Vec<PathBuf>, every_ms: u64) {
     let mut seen = crl_fingerprint(&paths);
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(every_ms));
     loop {
@@ -286,7 +330,7 @@ async fn watch_crls(shared: Arc<ChainShared>, paths: Vec<PathBuf>, every_ms: u64
         }
         seen = now;
         let pems: Result<Vec<String>, _> = paths.iter().map(std::fs::read_to_string).collect();
-        match pems.map(|pems| shared.net.reload_crls(pems)) {
+        match pems.map(|pems| net.reload_crls(pems)) {
             Ok(Ok(())) => tracing::info!("CRL files changed: reloaded"),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "CRL files changed but do not load; keeping the previous CRLs")
@@ -307,7 +351,58 @@ impl RunningNode {
             path: config.genesis.display().to_string(),
             reason: e.to_string(),
         })?;
-        let beacon_app = applications.beacon(&genesis).map_err(NodeError::Config)?;
+        let me_key = KeyFile::load(&config.key_file)?.signer()?.public_key();
+        let my_org = org_of(&genesis, &me_key);
+        let chain_ids = if config.chains.is_empty() {
+            vec![genesis.chain_id.clone()]
+        } else {
+            config.chains.clone()
+        };
+        // Each chain's application and the nodes it talks with, checked before anything opens.
+        let all_peers: Vec<PublicKey> = config
+            .peers
+            .iter()
+            .map(|p| parse_key(&p.consensus_key, &format!("peer `{}`", p.name)))
+            .collect::<Result<_, _>>()?;
+        let mut plan: Vec<(Arc<dyn Application>, Vec<PublicKey>)> = Vec::new();
+        for id in &chain_ids {
+            if plan.iter().any(|(a, _)| a.chain_id() == id) {
+                return Err(NodeError::Config(format!("chains: `{id}` is listed twice")));
+            }
+            if *id == genesis.chain_id {
+                let app = applications.beacon(&genesis).map_err(NodeError::Config)?;
+                plan.push((app, all_peers.clone()));
+                continue;
+            }
+            let Some(shard) = genesis.shards.iter().find(|s| s.shard_id == *id) else {
+                return Err(NodeError::Config(format!(
+                    "chains: `{id}` is neither the beacon `{}` nor one of its shards",
+                    genesis.chain_id
+                )));
+            };
+            // Only a member org's node holds a shard's blocks.
+            if !my_org.as_ref().is_some_and(|o| shard.members.contains(o)) {
+                return Err(NodeError::Config(format!(
+                    "chains: this node's org ({}) is not a member of shard `{id}`, so it may not \
+                     hold its blocks",
+                    my_org
+                        .as_deref()
+                        .unwrap_or("none named in the genesis file")
+                )));
+            }
+            let app = applications
+                .shard(&genesis, id)
+                .map_err(NodeError::Config)?;
+            plan.push((app, shard_peers(&genesis, &shard.members)));
+        }
+        // The beacon first: it is the chain the `/v1/...` routes serve.
+        plan.sort_by_key(|(app, _)| app.chain_id() != genesis.chain_id);
+        if !chain_ids.contains(&genesis.chain_id) {
+            return Err(NodeError::Config(format!(
+                "chains: every node hosts the beacon `{}`",
+                genesis.chain_id
+            )));
+        }
         let signer = KeyFile::load(&config.key_file)?.signer()?;
         let me = signer.public_key();
         let mut peers = Vec::new();
@@ -352,12 +447,27 @@ impl RunningNode {
             .await
             .map_err(|e| NodeError::Net(e.to_string()))?;
         let p2p_addr = net.local_addr();
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| NodeError::File {
-            path: config.data_dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let store = NodeStore::open(&config.data_dir.join("store"))?;
-        store.set_tree_flush_phase(place * TREE_FLUSH_EVERY / keys.len().max(1) as u64);
+        match Self::open_chains(plan, &config, &net, signer, &genesis, place, keys.len()) {
+            Ok(started) => Self::serve(config, net, started, p2p_addr, inbound).await,
+            Err(e) => {
+                // A node that does not start leaves its address free to start again.
+                net.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens every chain's store and driver (nothing runs yet).
+    fn open_chains(
+        plan: Vec<(Arc<dyn Application>, Vec<PublicKey>)>,
+        config: &NodeConfig,
+        net: &Network,
+        signer: Signer,
+        genesis: &Genesis,
+        place: u64,
+        known: usize,
+    ) -> Result<Vec<(Driver, Arc<ChainShared>)>, NodeError> {
+        let t = &config.tuning;
         let chain_config = ChainConfig {
             replica: ReplicaConfig {
                 base_timeout_ms: t.base_timeout_ms,
@@ -374,30 +484,71 @@ impl RunningNode {
             min_block_interval_ms: t.min_block_interval_ms,
             ..ChainConfig::default()
         };
-        let (driver, shared) =
-            match Driver::open(beacon_app, signer, &chain_config, store, net.clone()) {
-                Ok(opened) => opened,
-                Err(e) => {
-                    // A node that does not start leaves its address free to start again.
-                    net.shutdown().await;
-                    return Err(e.into());
-                }
-            };
-        let (driver_tx, driver_rx) = mpsc::channel(4_096);
+        let mut opened = Vec::new();
+        for (app, peers) in plan {
+            let dir = chain_store_dir(&config.data_dir, app.chain_id());
+            std::fs::create_dir_all(&dir).map_err(|e| NodeError::File {
+                path: dir.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let store = NodeStore::open(&dir)?;
+            store.set_tree_flush_phase(place * TREE_FLUSH_EVERY / known.max(1) as u64);
+            let link = ChainLink::new(net.clone(), app.chain_id(), peers);
+            opened.push(Driver::open(
+                app,
+                signer.clone(),
+                &chain_config,
+                store,
+                link,
+            )?);
+        }
+        Ok(opened)
+    }
+
+    /// Starts the drivers, the router of inbound frames and the client API.
+    async fn serve(
+        config: NodeConfig,
+        net: Network,
+        opened: Vec<(Driver, Arc<ChainShared>)>,
+        p2p_addr: SocketAddr,
+        inbound: mpsc::Receiver<crate::net::Inbound>,
+    ) -> Result<RunningNode, NodeError> {
+        let t = &config.tuning;
         let mut tasks = Vec::new();
         if !config.tls.crls.is_empty() {
             tasks.push(tokio::spawn(watch_crls(
-                shared.clone(),
+                net.clone(),
                 config.tls.crls.clone(),
                 t.crl_poll_ms.max(100),
             )));
         }
-        let driver = tokio::spawn(driver.run(driver_rx));
-        tasks.push(tokio::spawn(dispatch(
-            shared.clone(),
-            inbound,
-            driver_tx.clone(),
-        )));
+        let mut chains = Vec::new();
+        let mut routes = std::collections::BTreeMap::new();
+        for (driver, shared) in opened {
+            let (driver_tx, driver_rx) = mpsc::channel(4_096);
+            let (dispatch_tx, dispatch_rx) = mpsc::channel(4_096);
+            let driver = tokio::spawn(driver.run(driver_rx));
+            tasks.push(tokio::spawn(dispatch(
+                shared.clone(),
+                dispatch_rx,
+                driver_tx.clone(),
+            )));
+            routes.insert(
+                shared.chain_id.clone(),
+                Route {
+                    link: shared.clone(),
+                    dispatch: dispatch_tx,
+                },
+            );
+            chains.push(HostedChain {
+                shared,
+                driver_tx,
+                driver,
+            });
+        }
+        let unroutable = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        tasks.push(tokio::spawn(route_inbound(inbound, routes, unroutable)));
+        let beacon = chains[0].shared.clone();
         let listener = tokio::net::TcpListener::bind(config.api_listen)
             .await
             .map_err(|e| NodeError::Api(format!("bind {}: {e}", config.api_listen)))?;
@@ -405,7 +556,11 @@ impl RunningNode {
             .local_addr()
             .map_err(|e| NodeError::Api(e.to_string()))?;
         let (api_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = crate::api::router(vec![shared.clone()], shared.clone(), config.name.clone());
+        let app = crate::api::router(
+            chains.iter().map(|c| c.shared.clone()).collect(),
+            beacon.clone(),
+            config.name.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async {
                 let _ = stopped.await;
@@ -419,12 +574,20 @@ impl RunningNode {
             name: config.name,
             api_addr,
             p2p_addr,
-            shared,
-            driver_tx,
-            driver,
+            shared: beacon,
+            chains,
+            net,
             tasks,
             api_stop,
         })
+    }
+
+    /// A hosted chain by id.
+    pub fn chain(&self, chain_id: &str) -> Option<Arc<ChainShared>> {
+        self.chains
+            .iter()
+            .find(|c| c.shared.chain_id == chain_id)
+            .map(|c| c.shared.clone())
     }
 
     /// Stops the API, the driver and the network; every commit already returned is on disk.
@@ -432,17 +595,22 @@ impl RunningNode {
     /// of the state tree (aborted, it skipped the flush; only a driver stuck for a minute is).
     pub async fn shutdown(self) {
         let _ = self.api_stop.send(());
-        // Refused only when the driver has ended already.
-        let _ = self.driver_tx.send(DriverEvent::Shutdown).await;
-        let mut driver = self.driver;
-        if tokio::time::timeout(std::time::Duration::from_secs(60), &mut driver)
-            .await
-            .is_err()
-        {
-            tracing::warn!(node = %self.name, "the driver did not stop within a minute");
-            driver.abort();
+        for chain in &self.chains {
+            // Refused only when the driver has ended already.
+            let _ = chain.driver_tx.send(DriverEvent::Shutdown).await;
         }
-        self.shared.net.shutdown().await;
+        for chain in self.chains {
+            let mut driver = chain.driver;
+            if tokio::time::timeout(std::time::Duration::from_secs(60), &mut driver)
+                .await
+                .is_err()
+            {
+                tracing::warn!(node = %self.name, chain = %chain.shared.chain_id,
+                    "the driver did not stop within a minute");
+                driver.abort();
+            }
+        }
+        self.net.shutdown().await;
         for t in self.tasks {
             t.abort();
             let _ = t.await;

@@ -19,12 +19,18 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use trellis_node::node::{KeyFile, NodeConfig, PeerConfig, TlsPaths, Tuning};
 use trellis_pki::{DAY_MS, NodeCertRequest, OrgCa, RootCa, Serial};
-use trellis_types::genesis::{ChainParams, Genesis, GenesisAccountEntry, GenesisValidator};
+use trellis_types::genesis::{
+    ChainParams, Genesis, GenesisAccountEntry, GenesisShard, GenesisValidator,
+};
 
 /// `D/network.json`: every node of the devnet.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Network {
+    /// The beacon's chain id.
     pub chain_id: String,
+    /// The shards of the devnet (their chain ids), each hosted by its member orgs' nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<String>,
     pub genesis: PathBuf,
     pub accounts_dir: PathBuf,
     pub nodes: Vec<NetworkNode>,
@@ -36,6 +42,12 @@ pub struct Network {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NetworkNode {
     pub name: String,
+    /// The org the node belongs to, when the genesis names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    /// The chains it hosts (the beacon and its org's shards); empty: the beacon only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chains: Vec<String>,
     pub api_url: String,
     pub p2p_addr: String,
     pub config: PathBuf,
@@ -89,13 +101,58 @@ pub(crate) const ACCOUNTS: [(&str, &str, &str); 7] = [
     ("bank", "bank", "partner-bank"),
 ];
 
+/// Which nodes and chains a devnet has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// The consortium: member orgs org-1, org-2 and org-3 run two nodes each; every node hosts
+    /// the beacon, whose committee is four of them (two of org-1, one each of org-2 and
+    /// org-3); shard `scf` (org-1, org-2) and shard `evidence` (org-2, org-3), each validated by
+    /// its member orgs' four nodes.
+    Consortium,
+    /// The beacon alone, validated by this many nodes (which belong to no org).
+    BeaconOnly(usize),
+}
+
+/// The consortium layout's shards: id and member orgs.
+pub const SHARDS: [(&str, [&str; 2]); 2] = [
+    ("scf", ["org-1", "org-2"]),
+    ("evidence", ["org-2", "org-3"]),
+];
+
+/// Nodes of the consortium layout: name and org. The first four are the beacon's committee.
+const CONSORTIUM_NODES: [(&str, &str); 6] = [
+    ("org-1-node-1", "org-1"),
+    ("org-2-node-1", "org-2"),
+    ("org-3-node-1", "org-3"),
+    ("org-1-node-2", "org-1"),
+    ("org-2-node-2", "org-2"),
+    ("org-3-node-2", "org-3"),
+];
+
+/// The beacon-only layout of `validators` nodes (what the benchmarks and most tests use).
 pub fn init(
     dir: &Path,
     validators: usize,
     bench_accounts: usize,
     chain_id: &str,
 ) -> Result<Network> {
-    if validators == 0 || validators > 64 {
+    init_layout(
+        dir,
+        Layout::BeaconOnly(validators),
+        bench_accounts,
+        chain_id,
+    )
+}
+
+pub fn init_layout(
+    dir: &Path,
+    layout: Layout,
+    bench_accounts: usize,
+    chain_id: &str,
+) -> Result<Network> {
+    if let Layout::BeaconOnly(v) = layout
+        && (v == 0 || v > 64)
+    {
         bail!("--validators must be between 1 and 64");
     }
     if dir.join("network.json").exists() {
@@ -108,12 +165,19 @@ pub fn init(
         std::fs::create_dir_all(dir.join(sub))
             .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
     }
+    // (name, key, p2p port, api port, org)
     let mut nodes = Vec::new();
-    for i in 0..validators {
-        let name = format!("validator-{}", i + 1);
+    let named: Vec<(String, Option<&str>)> = match layout {
+        Layout::BeaconOnly(v) => (1..=v).map(|i| (format!("validator-{i}"), None)).collect(),
+        Layout::Consortium => CONSORTIUM_NODES
+            .iter()
+            .map(|(n, o)| (n.to_string(), Some(*o)))
+            .collect(),
+    };
+    for (name, org) in named {
         let seed = random_seed()?;
-        let key = KeyFile::new(&name, "validator", "consortium", seed);
-        nodes.push((name, key, free_port()?, free_port()?));
+        let key = KeyFile::new(&name, "validator", org.unwrap_or("consortium"), seed);
+        nodes.push((name, key, free_port()?, free_port()?, org));
     }
     let mut accounts = Vec::new();
     let mut member_seeds = Vec::new();
@@ -135,35 +199,56 @@ pub fn init(
         });
     }
     // Load generators need many senders: one account's nonces commit in order. They are extra
-    // accounts of member org-1, so the consortium still has three member orgs (governance
-    // counts orgs, not accounts).
+    // accounts of member org-2, so the consortium still has three member orgs (governance
+    // counts orgs, not accounts), and they may write on both shards (org-2 is in each).
     for i in 1..=bench_accounts {
         let name = format!("bench-{i}");
-        let key = KeyFile::new(&name, "member", "org-1", random_seed()?);
+        let key = KeyFile::new(&name, "member", "org-2", random_seed()?);
         write_secret(
             &dir.join(format!("accounts/bench/{name}.json")),
             &serde_json::to_string_pretty(&key)?,
         )?;
         accounts.push(GenesisAccountEntry {
             name,
-            org: "org-1".into(),
+            org: "org-2".into(),
             role: "member".into(),
             public_key: key.public_key.clone(),
         });
     }
+    let validator =
+        |(name, key, _, _, org): &(String, KeyFile, u16, u16, Option<&str>)| GenesisValidator {
+            name: name.clone(),
+            consensus_key: key.public_key.clone(),
+            org: org.map(str::to_string),
+        };
+    let (beacon_committee, shards) = match layout {
+        Layout::BeaconOnly(_) => (nodes.iter().map(validator).collect(), Vec::new()),
+        Layout::Consortium => (
+            nodes[..4].iter().map(validator).collect(),
+            SHARDS
+                .iter()
+                .map(|(id, members)| GenesisShard {
+                    shard_id: id.to_string(),
+                    members: members.iter().map(|m| m.to_string()).collect(),
+                    validators: nodes
+                        .iter()
+                        .filter(|n| n.4.is_some_and(|o| members.contains(&o)))
+                        .map(validator)
+                        .collect(),
+                })
+                .collect(),
+        ),
+    };
+    let shard_ids: Vec<String> = shards
+        .iter()
+        .map(|s: &GenesisShard| s.shard_id.clone())
+        .collect();
     let genesis = Genesis {
         chain_id: chain_id.into(),
         genesis_time_ms: trellis_node::chain::now_ms(),
-        validators: nodes
-            .iter()
-            .map(|(name, key, _, _)| GenesisValidator {
-                name: name.clone(),
-                consensus_key: key.public_key.clone(),
-                org: None,
-            })
-            .collect(),
+        validators: beacon_committee,
         accounts,
-        shards: Vec::new(),
+        shards,
         params: ChainParams::default(),
     };
     write(&dir.join("genesis.json"), &genesis.to_json_pretty())?;
@@ -173,10 +258,11 @@ pub fn init(
         chain_id: chain_id.into(),
         genesis: "genesis.json".into(),
         accounts_dir: "accounts".into(),
+        shards: shard_ids,
         nodes: Vec::new(),
         services_config: Some("services/config.json".into()),
     };
-    for (i, (name, key, p2p, api)) in nodes.iter().enumerate() {
+    for (i, (name, key, p2p, api, node_org)) in nodes.iter().enumerate() {
         let node_dir = dir.join("nodes").join(name);
         std::fs::create_dir_all(node_dir.join("tls"))?;
         write_secret(
@@ -188,8 +274,15 @@ pub fn init(
                 .try_into()
                 .map_err(|_| anyhow::anyhow!("key length"))?,
         );
-        // Validator i belongs to member org ((i-1) mod 3) + 1; its serial is i.
-        let org = &orgs[i % orgs.len()];
+        // A node's certificate comes from its org (in the beacon-only layout, validator i's
+        // from member org ((i-1) mod 3) + 1); its serial is i.
+        let org = match node_org {
+            Some(o) => orgs
+                .iter()
+                .find(|ca| ca.org() == *o)
+                .context("every node's org is a genesis member org")?,
+            None => &orgs[i % orgs.len()],
+        };
         let now = trellis_pki::now_ms();
         let cert = org.issue_node_certificate(&NodeCertRequest {
             validator: pk,
@@ -200,10 +293,21 @@ pub fn init(
         })?;
         write(&node_dir.join("tls/cert.pem"), &cert.chain_pem)?;
         write_secret(&node_dir.join("tls/key.pem"), &cert.key_pem)?;
+        let chains: Vec<String> = match node_org {
+            None => Vec::new(),
+            Some(o) => std::iter::once(chain_id.to_string())
+                .chain(
+                    SHARDS
+                        .iter()
+                        .filter(|(_, members)| members.contains(o))
+                        .map(|(id, _)| id.to_string()),
+                )
+                .collect(),
+        };
         let peers = nodes
             .iter()
-            .filter(|(n, _, _, _)| n != name)
-            .map(|(n, k, p, _)| PeerConfig {
+            .filter(|(n, _, _, _, _)| n != name)
+            .map(|(n, k, p, _, _)| PeerConfig {
                 name: n.clone(),
                 consensus_key: k.public_key.clone(),
                 p2p_addr: format!("127.0.0.1:{p}"),
@@ -224,6 +328,7 @@ pub fn init(
                 crls: vec!["../../ca/root-crl.pem".into(), "../../ca/crl.pem".into()],
             },
             peers,
+            chains: chains.clone(),
             tuning: Tuning::default(),
         };
         write(
@@ -232,6 +337,8 @@ pub fn init(
         )?;
         network.nodes.push(NetworkNode {
             name: name.clone(),
+            org: node_org.map(str::to_string),
+            chains,
             api_url: format!("http://127.0.0.1:{api}"),
             p2p_addr: format!("127.0.0.1:{p2p}"),
             config: PathBuf::from("nodes").join(name).join("config.json"),
@@ -300,11 +407,11 @@ fn init_ca(dir: &Path, chain_id: &str, members: &[(&str, [u8; 32])]) -> Result<V
 }
 
 /// Runs every node of the devnet in this process until Ctrl-C.
-pub async fn run(dir: &Path, validators: usize) -> Result<()> {
+pub async fn run(dir: &Path, layout: Layout) -> Result<()> {
     let network = if dir.join("network.json").exists() {
         Network::load(&dir.join("network.json"))?
     } else {
-        init(dir, validators, DEFAULT_BENCH_ACCOUNTS, "trellis-devnet")?
+        init_layout(dir, layout, DEFAULT_BENCH_ACCOUNTS, "trellis-devnet")?
     };
     let mut running = Vec::new();
     for n in &network.nodes {
@@ -321,6 +428,12 @@ pub async fn run(dir: &Path, validators: usize) -> Result<()> {
             "  {:<14} api http://{}  p2p {}",
             n.name, r.api_addr, r.p2p_addr
         );
+        for chain in n.chains.iter().skip(1) {
+            println!(
+                "  {:<14}   shard {chain}: http://{}/v1/chains/{chain}",
+                "", r.api_addr
+            );
+        }
     }
     // A devnet made before the services existed gets their files now.
     let services_config = match &network.services_config {

@@ -7,7 +7,7 @@
 use trellis::governance_cli::{self, Proposal};
 use trellis::{bench, client, devnet, services};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -41,8 +41,10 @@ enum Command {
         init: Option<DevnetCommand>,
         #[arg(long, default_value = ".trellis-devnet")]
         dir: PathBuf,
-        #[arg(long, default_value_t = 4)]
-        validators: usize,
+        /// The beacon alone, on this many validators, instead of the consortium of three orgs
+        /// with two shards.
+        #[arg(long)]
+        validators: Option<usize>,
     },
     /// Run one node from its config file.
     Node {
@@ -216,8 +218,10 @@ enum DevnetCommand {
     Init {
         #[arg(long)]
         dir: PathBuf,
-        #[arg(long, default_value_t = 4)]
-        validators: usize,
+        /// The beacon alone, on this many validators, instead of the consortium of three orgs
+        /// with two shards.
+        #[arg(long)]
+        validators: Option<usize>,
         /// Extra member accounts for `trellis bench` (under accounts/bench/).
         #[arg(long, default_value_t = devnet::DEFAULT_BENCH_ACCOUNTS)]
         bench_accounts: usize,
@@ -234,6 +238,9 @@ enum TxCommand {
         node: String,
         #[arg(long)]
         key: PathBuf,
+        /// The chain to anchor on: a shard's id, or the beacon (the default).
+        #[arg(long)]
+        chain: Option<String>,
         /// The digest, 64 hex characters.
         digest: String,
         #[arg(long, default_value = "")]
@@ -250,6 +257,12 @@ enum ProofCommand {
     Anchor {
         #[arg(long)]
         node: String,
+        /// The chain the digest was anchored on: a shard's id, or the beacon (the default).
+        #[arg(long)]
+        chain: Option<String>,
+        /// A key file of a member account: a shard answers its members only.
+        #[arg(long)]
+        key: Option<PathBuf>,
         digest: String,
         /// Seconds to wait for a certified state root that covers the anchor.
         #[arg(long, default_value_t = 10)]
@@ -298,9 +311,10 @@ async fn run(cli: Cli) -> Result<i32> {
                 }),
             ..
         } => {
-            let net = devnet::init(&dir, validators, bench_accounts, &chain_id)?;
+            let layout = validators.map_or(devnet::Layout::Consortium, devnet::Layout::BeaconOnly);
+            let net = devnet::init_layout(&dir, layout, bench_accounts, &chain_id)?;
             println!(
-                "initialised devnet `{}` with {} validators in {}",
+                "initialised devnet `{}` with {} nodes in {}",
                 net.chain_id,
                 net.nodes.len(),
                 dir.display()
@@ -312,6 +326,12 @@ async fn run(cli: Cli) -> Result<i32> {
                     n.api_url,
                     n.config.display()
                 );
+                for chain in n.chains.iter().skip(1) {
+                    println!(
+                        "  {:<14}   shard {chain}: {}/v1/chains/{chain}",
+                        "", n.api_url
+                    );
+                }
             }
             println!("  accounts: {}", net.accounts_dir.display());
             Ok(0)
@@ -320,7 +340,10 @@ async fn run(cli: Cli) -> Result<i32> {
             init: None,
             dir,
             validators,
-        } => devnet::run(&dir, validators).await.map(|_| 0),
+        } => {
+            let layout = validators.map_or(devnet::Layout::Consortium, devnet::Layout::BeaconOnly);
+            devnet::run(&dir, layout).await.map(|_| 0)
+        }
         Command::Node { config } => {
             let config = NodeConfig::load(&config, std::env::vars())?;
             let node = trellis::apps::start_node(config).await?;
@@ -458,20 +481,28 @@ async fn run(cli: Cli) -> Result<i32> {
                 TxCommand::Anchor {
                     node,
                     key,
+                    chain,
                     digest,
                     tag,
                     timeout,
                 },
-        } => tx_anchor(&node, &key, &digest, &tag, timeout).await,
+        } => tx_anchor(&node, chain.as_deref(), &key, &digest, &tag, timeout).await,
         Command::Proof {
             proof:
                 ProofCommand::Anchor {
                     node,
+                    chain,
+                    key,
                     digest,
                     timeout,
                 },
         } => {
-            let bundle = fetch_bundle(&node, &digest, timeout).await?;
+            let signer = match key {
+                Some(k) => Some(KeyFile::load(&k)?.signer()?),
+                None => None,
+            };
+            let bundle =
+                fetch_bundle(&node, chain.as_deref(), signer.as_ref(), &digest, timeout).await?;
             println!("{}", serde_json::to_string_pretty(&bundle)?);
             Ok(0)
         }
@@ -501,6 +532,7 @@ fn parse_digest(hex_digest: &str) -> Result<Digest> {
 
 async fn tx_anchor(
     node: &str,
+    chain: Option<&str>,
     key: &std::path::Path,
     digest: &str,
     tag: &str,
@@ -511,27 +543,36 @@ async fn tx_anchor(
     let key = KeyFile::load(key)?;
     let signer = key.signer()?;
     let client = reqwest::Client::new();
-    let base = node.trim_end_matches('/');
-    let status: serde_json::Value = client
-        .get(format!("{base}/v1/status"))
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {node}"))?
-        .json()
-        .await?;
+    let (base, prefix) = client::chain_root(node, chain);
+    let resp =
+        client::signed_get(&client, &base, &format!("{prefix}/status"), Some(&signer)).await?;
+    if !resp.status().is_success() {
+        bail!("{}", client::error_text(resp).await);
+    }
+    let status: serde_json::Value = resp.json().await?;
     let chain_id = status["chain_id"]
         .as_str()
         .ok_or_else(|| anyhow!("node status has no chain id"))?
         .to_string();
-    let nonce = client::account_nonce(&client, base, &key.public_key).await?;
-    let tx = Transaction::sign(
-        &chain_id,
-        &signer,
-        nonce,
-        BeaconAction::Anchor { digest, tag },
-    );
+    let nonce =
+        client::chain_account_nonce(&client, node, chain, &key.public_key, Some(&signer)).await?;
+    // Each chain's application has its own actions; both have the anchor.
+    let tx = match status["application"].as_str() {
+        Some("shard") => Transaction::sign(
+            &chain_id,
+            &signer,
+            nonce,
+            trellis_types::ShardAction::Anchor { digest, tag },
+        ),
+        _ => Transaction::sign(
+            &chain_id,
+            &signer,
+            nonce,
+            BeaconAction::Anchor { digest, tag },
+        ),
+    };
     let resp = client
-        .post(format!("{base}/v1/transactions"))
+        .post(format!("{base}{prefix}/transactions"))
         .header("content-type", "application/x-protobuf")
         .body(tx.encoded().to_vec())
         .send()
@@ -542,10 +583,13 @@ async fn tx_anchor(
     let hash = tx.hash().to_hex();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
     loop {
-        let resp = client
-            .get(format!("{base}/v1/transactions/{hash}"))
-            .send()
-            .await?;
+        let resp = client::signed_get(
+            &client,
+            &base,
+            &format!("{prefix}/transactions/{hash}"),
+            Some(&signer),
+        )
+        .await?;
         if resp.status().is_success() {
             let v: serde_json::Value = resp.json().await?;
             match v["status"].as_str() {
@@ -574,21 +618,20 @@ async fn tx_anchor(
     }
 }
 
-async fn fetch_bundle(node: &str, digest: &str, timeout: u64) -> Result<serde_json::Value> {
+async fn fetch_bundle(
+    node: &str,
+    chain: Option<&str>,
+    signer: Option<&trellis_types::Signer>,
+    digest: &str,
+    timeout: u64,
+) -> Result<serde_json::Value> {
     let digest = parse_digest(digest)?;
     let client = reqwest::Client::new();
-    let url = format!(
-        "{}/v1/anchors/{}",
-        node.trim_end_matches('/'),
-        digest.to_hex()
-    );
+    let (base, prefix) = client::chain_root(node, chain);
+    let path = format!("{prefix}/anchors/{}", digest.to_hex());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
     loop {
-        let resp = client
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {node}"))?;
+        let resp = client::signed_get(&client, &base, &path, signer).await?;
         if resp.status().is_success() {
             return Ok(resp.json().await?);
         }

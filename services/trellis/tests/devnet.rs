@@ -663,7 +663,10 @@ async fn a_restarted_validator_catches_up() {
     // And its state tree is lost, as a crash before the genesis flush landed leaves it: the
     // restart rebuilds it from the genesis state by executing its committed blocks again.
     let config = load_config(&net.network.nodes[3].config);
-    drop_state_tree(&config.data_dir.join("store"));
+    drop_state_tree(&trellis_node::node::chain_store_dir(
+        &config.data_dir,
+        "devnet-test",
+    ));
     let mut last = Digest::default();
     for n in 0..5u64 {
         let tx = anchor_tx(&member, n, Digest::of(&[n as u8, 9]), "while-down");

@@ -35,9 +35,19 @@ pub struct GenesisValidator {
     pub name: String,
     /// ed25519 public key, 32 bytes as hex.
     pub consensus_key: String,
-    /// The org the node belongs to (required for a shard's validators).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The org the node belongs to (required for a shard's validators). Absent is `None`;
+    /// `null` is refused, as everywhere in the file but `params.epoch_length_blocks`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_string"
+    )]
     pub org: Option<String>,
+}
+
+/// An optional member that, when present, must be a string (not `null`).
+fn present_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 /// A shard chain present from genesis: its id (also its chain id), its member orgs and its

@@ -17,6 +17,7 @@ pub mod actions;
 pub mod bundle;
 pub mod certified;
 pub mod genesis;
+pub mod request;
 pub mod shard_actions;
 pub mod state_proof;
 pub mod tx;

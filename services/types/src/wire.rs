@@ -606,6 +606,35 @@ pub fn decode(bytes: &[u8]) -> Result<NetMessage, WireError> {
     decode_as(bytes)
 }
 
+/// A frame between nodes: `u16 len (big-endian) ‖ chain id (UTF-8) ‖ message`, the message one
+/// of [`NetMessage`] as [`encode`] writes it. One connection per peer carries every chain the two
+/// nodes share; the receiver routes each frame by its chain id. (A genesis limits chain ids to 64
+/// characters, so the length always fits.)
+pub fn encode_frame(chain_id: &str, msg: &NetMessage) -> Vec<u8> {
+    let id = chain_id.as_bytes();
+    let body = encode(msg);
+    let mut out = Vec::with_capacity(2 + id.len() + body.len());
+    out.extend_from_slice(&(id.len().min(u16::MAX as usize) as u16).to_be_bytes());
+    out.extend_from_slice(&id[..id.len().min(u16::MAX as usize)]);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Splits a frame into its chain id and its message bytes (decoded by [`decode`]).
+pub fn split_frame(frame: &[u8]) -> Result<(&str, &[u8]), WireError> {
+    let (len, rest) = frame
+        .split_first_chunk::<2>()
+        .ok_or_else(|| WireError::field("frame.chain_id", "missing"))?;
+    let len = usize::from(u16::from_be_bytes(*len));
+    if rest.len() < len || len == 0 {
+        return Err(WireError::field("frame.chain_id", "truncated or empty"));
+    }
+    let (id, msg) = rest.split_at(len);
+    let id =
+        std::str::from_utf8(id).map_err(|_| WireError::field("frame.chain_id", "not UTF-8"))?;
+    Ok((id, msg))
+}
+
 /// Standalone encode/decode pairs for what the node stores and proof bundles carry.
 macro_rules! pairs {
     ($($enc:ident, $dec:ident, $ty:ty;)*) => {$(

@@ -196,3 +196,13 @@ fn each_shard_mistake_is_named() {
     bad_org["validators"][1]["org"] = "no spaces allowed".into();
     assert_eq!(field_of(&bad_org.to_string()), "validators[1].org");
 }
+
+#[test]
+fn a_null_org_is_refused_like_every_null() {
+    let mut v: serde_json::Value = serde_json::from_str(&sample()).expect("json");
+    v["validators"][0]["org"] = serde_json::Value::Null;
+    assert!(matches!(
+        Genesis::from_json(&v.to_string()),
+        Err(GenesisError::Json(_))
+    ));
+}

@@ -395,3 +395,26 @@ fn decoding_is_total_on_random_and_mutated_bytes() {
     eprintln!("{accepted} of {ROUNDS} mutations accepted");
     assert!(accepted < ROUNDS / 2, "seed {seed:#x}: {accepted} accepted");
 }
+
+#[test]
+fn frames_name_their_chain() {
+    let msg = NetMessage::Txs(vec![vec![1, 2, 3]]);
+    let frame = trellis_types::wire::encode_frame("scf", &msg);
+    assert_eq!(&frame[..5], &[0, 3, b's', b'c', b'f']);
+    let (chain, body) = trellis_types::wire::split_frame(&frame).expect("splits");
+    assert_eq!(chain, "scf");
+    assert!(matches!(
+        trellis_types::wire::decode(body),
+        Ok(NetMessage::Txs(t)) if t == vec![vec![1, 2, 3]]
+    ));
+    // Missing, empty, truncated or non-UTF-8 chain ids are errors, not panics.
+    for bad in [
+        vec![],
+        vec![0],
+        vec![0, 0, 1],
+        vec![0, 4, b's', b'c'],
+        vec![0, 1, 0xff, 1],
+    ] {
+        assert!(trellis_types::wire::split_frame(&bad).is_err(), "{bad:?}");
+    }
+}

@@ -141,6 +141,11 @@ impl Application for BeaconApp {
         })
     }
 
+    /// The consortium registry is public: org ids, keys, hashes and salted commitments only.
+    fn public(&self) -> bool {
+        true
+    }
+
     fn check_action(&self, action: &[u8]) -> Result<(), TxError> {
         BeaconAction::decode(action).map(|_| ())
     }

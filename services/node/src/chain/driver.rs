@@ -7,10 +7,11 @@
 use super::error::ChainError;
 use super::execution::{StateAt, TxLocation, committed_txs, replay_tree};
 use super::genesis::{HeadRecord, digest_hex, genesis_epoch};
+use super::link::ChainLink;
 use super::shared::{ChainConfig, ChainShared, ChainStatus, PendingAccounts, lock};
 use crate::certified::certified_state_height;
 use crate::mempool::Mempool;
-use crate::net::{Inbound, Network};
+use crate::net::Inbound;
 use crate::payload;
 use crate::state_tree::StateTree;
 use crate::store::{CommitBatch, NodeStore};
@@ -86,7 +87,7 @@ impl Driver {
         signer: Signer,
         config: &ChainConfig,
         store: NodeStore,
-        net: Network,
+        net: ChainLink,
     ) -> Result<(Driver, Arc<ChainShared>), ChainError> {
         let (genesis_state, genesis_writes, params) = genesis_epoch(&*app)?;
         let chain_id = genesis_state.chain_id.clone();
@@ -266,12 +267,10 @@ impl Driver {
         while let Some(effect) = iter.next() {
             match effect {
                 Effect::Send { to, message } => {
-                    let frame = wire::encode(&NetMessage::Consensus(message));
-                    self.shared.net.send(&to, frame.into());
+                    self.shared.net.send(&to, &NetMessage::Consensus(message));
                 }
                 Effect::Broadcast { message } => {
-                    let frame = wire::encode(&NetMessage::Consensus(message));
-                    self.shared.net.broadcast(frame.into());
+                    self.shared.net.broadcast(&NetMessage::Consensus(message));
                 }
                 Effect::PersistBlock { block } => {
                     self.note_inflight(&block);
@@ -354,12 +353,12 @@ impl Driver {
                     epoch,
                     from_height,
                 } => {
-                    let frame = wire::encode(&NetMessage::SyncRequest {
+                    let request = NetMessage::SyncRequest {
                         epoch,
                         from_height,
                         max_blocks: self.shared.sync_batch,
-                    });
-                    self.shared.net.send(&peer, frame.into());
+                    };
+                    self.shared.net.send(&peer, &request);
                 }
             }
         }
@@ -786,8 +785,7 @@ pub async fn dispatch(
                 };
                 if let Some(chunk) = chunk {
                     shared.metrics.sync_served.fetch_add(1, Ordering::Relaxed);
-                    let frame = wire::encode(&NetMessage::SyncResponse(chunk));
-                    shared.net.send(&from, frame.into());
+                    shared.net.send(&from, &NetMessage::SyncResponse(chunk));
                 }
             }
         }

@@ -25,12 +25,15 @@
 //! - `sync.rs`: the committed blocks served to a peer that is behind ([`ChainShared::sync_chunk`]).
 //! - `genesis.rs`: the genesis epoch and state ([`genesis_epoch`]), and the head record a
 //!   restart recovers the committed head from.
+//! - `link.rs`: the chain's side of the node's peer connections ([`ChainLink`]: frames name the
+//!   chain, only its peers take part) and the router of inbound frames ([`route_inbound`]).
 //! - `error.rs`: [`ChainError`].
 
 mod driver;
 mod error;
 mod execution;
 mod genesis;
+mod link;
 mod shared;
 mod sync;
 
@@ -38,5 +41,6 @@ pub use driver::{Driver, DriverEvent, dispatch, now_ms};
 pub use error::ChainError;
 pub use execution::{StateAt, TxLocation};
 pub use genesis::genesis_epoch;
+pub use link::{ChainLink, Route, route_inbound};
 pub(crate) use shared::lock;
 pub use shared::{ChainConfig, ChainMetrics, ChainShared, ChainStatus};

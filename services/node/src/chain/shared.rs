@@ -3,8 +3,8 @@
 //! admission checks transactions against.
 
 use super::execution::StateAt;
+use super::link::ChainLink;
 use crate::mempool::{Accounts, Admitted, Mempool, MempoolConfig, Rejected};
-use crate::net::Network;
 use crate::store::NodeStore;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -69,6 +69,8 @@ pub struct ChainMetrics {
     pub blocks_committed: AtomicU64,
     pub commit_micros_total: AtomicU64,
     pub malformed_frames: AtomicU64,
+    /// Frames for this chain dropped because its dispatcher was full or gone.
+    pub dropped_frames: AtomicU64,
     pub sync_served: AtomicU64,
 }
 
@@ -82,7 +84,7 @@ pub struct ChainShared {
     pub mempool: Mutex<Mempool>,
     pub status: RwLock<ChainStatus>,
     pub metrics: ChainMetrics,
-    pub net: Network,
+    pub net: ChainLink,
     /// The committed height, for waiters (`watch` so a slow waiter only sees the latest).
     pub committed: watch::Sender<Height>,
     /// Wakes a leader waiting for transactions.
@@ -150,7 +152,7 @@ impl ChainShared {
         params: trellis_types::genesis::ChainParams,
         store: NodeStore,
         mempool: Mempool,
-        net: Network,
+        net: ChainLink,
         executed: Height,
         sync_batch: u32,
     ) -> ChainShared {
@@ -236,6 +238,10 @@ impl ChainShared {
     /// Admission of a batch of signed transactions (API or gossip). Signatures are verified
     /// outside the pool's lock, batched. Returns one result per input.
     pub fn admit(&self, raw: &[Vec<u8>]) -> Vec<Result<(Digest, Admitted), Rejected>> {
+        if self.halted().is_some() {
+            // A stopped chain commits nothing: accepting would promise what it cannot keep.
+            return raw.iter().map(|_| Err(Rejected::Unavailable)).collect();
+        }
         // Decoding (with its hashing) and the account reads happen outside the pool's lock, so
         // admissions on several threads and the driver do not queue behind each other.
         let decoder = lock(&self.mempool).decoder();

@@ -21,6 +21,8 @@ pub enum StoreError {
     NoSuchVersion(u64),
     #[error("store format {found} is not supported (this build reads format {FORMAT})")]
     UnknownFormat { found: u8 },
+    #[error("the store refuses writes (a fault injected by `NodeStore::fail_commits`)")]
+    Injected,
 }
 
 pub(super) fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> StoreError {

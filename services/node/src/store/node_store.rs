@@ -66,6 +66,8 @@ pub(super) struct Inner {
     pub(super) stale: Keyspace,
     /// Serialises the commits (check-then-write).
     pub(super) writer: Mutex<()>,
+    /// Set by [`NodeStore::fail_commits`]: every later commit fails as a broken disk would.
+    pub(super) failing: std::sync::atomic::AtomicBool,
     /// Serialises the prunes. Apart from the commits: a prune only deletes what versions
     /// before `keep_from` alone needed, and a commit only writes a newer version.
     pub(super) pruner: Mutex<()>,
@@ -215,6 +217,7 @@ impl NodeStore {
             stale: ks("jmt_stale")?,
             db,
             writer: Mutex::new(()),
+            failing: std::sync::atomic::AtomicBool::new(false),
             pruner: Mutex::new(()),
             tree_flush_every: tree_flush_every.max(1),
             tree_flush_phase: AtomicU64::new(0),
@@ -312,6 +315,12 @@ impl NodeStore {
 
     /// A block that entered the block tree, not yet committed. Not synced by itself (the next
     /// sync covers it).
+    /// Makes every later commit fail, as a disk that stopped taking writes would: how tests
+    /// show that a chain whose store fails stops alone (a real disk cannot fail on demand).
+    pub fn fail_commits(&self) {
+        self.inner.failing.store(true, Ordering::Release);
+    }
+
     pub fn put_pending_block(
         &self,
         id: [u8; 32],
@@ -344,6 +353,9 @@ impl NodeStore {
     /// ([`StoreError::InvalidCommit`]).
     pub fn commit(&self, c: CommitBatch) -> Result<(), StoreError> {
         let _writer = self.write_lock();
+        if self.inner.failing.load(Ordering::Acquire) {
+            return Err(StoreError::Injected);
+        }
         let last = self.last_committed_height()?;
         if let Some(last) = last
             && last.checked_add(1) != Some(c.height)
