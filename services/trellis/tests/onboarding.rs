@@ -33,7 +33,8 @@ impl World {
     async fn start(backend: Backend) -> World {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
-        let network = devnet::init(&dir, 4, 0, CHAIN).expect("init");
+        let network =
+            devnet::init_layout(&dir, devnet::Layout::Consortium, 0, CHAIN).expect("init");
         let mut nodes = Vec::new();
         for n in &network.nodes {
             let env = vec![
@@ -558,8 +559,15 @@ async fn onboarding_flow(backend: Backend) {
         );
     }
     let lower = canary.to_lowercase();
-    for node in ["validator-1", "validator-2", "validator-3", "validator-4"] {
-        let data = w.dir.join("nodes").join(node).join("data");
+    let nodes: Vec<PathBuf> = std::fs::read_dir(w.dir.join("nodes"))
+        .expect("nodes dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(nodes.len(), 6, "the consortium's six nodes");
+    for node_dir in &nodes {
+        let node = node_dir.display();
+        let data = node_dir.join("data");
         assert!(
             files_containing(&data, canary.as_bytes()).is_empty(),
             "canary in {node}'s store"
@@ -571,8 +579,8 @@ async fn onboarding_flow(backend: Backend) {
     }
 
     // Revocations are beacon transactions; the CA rewrites the CRL file and the nodes reload it
-    // without restarting: validator-4's node certificate (serial 4) is revoked and its links
-    // are cut.
+    // without restarting: the fourth node's certificate (serial 4) is revoked and its links
+    // are cut (the first node then keeps four of its five peers).
     let genesis: Value = serde_json::from_str(
         &std::fs::read_to_string(w.dir.join("genesis.json")).expect("genesis"),
     )
@@ -601,13 +609,13 @@ async fn onboarding_flow(backend: Backend) {
     assert_eq!(status, 201, "{body}");
     let revoked = w.get_node("/v1/revocations").await;
     assert_eq!(revoked["revocations"][0]["serial"], "04", "{revoked}");
-    wait_for("validator-4 to be cut off", || {
+    wait_for("the fourth node to be cut off", || {
         let w = &w;
         let v4 = v4.clone();
         async move {
             let s = w.get_node("/v1/status").await;
             let peers = s["peers"].as_array()?;
-            (!peers.iter().any(|p| p == v4.as_str()) && peers.len() == 2).then_some(s)
+            (!peers.iter().any(|p| p == v4.as_str()) && peers.len() == 4).then_some(s)
         }
     })
     .await;
