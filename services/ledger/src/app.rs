@@ -71,6 +71,18 @@ pub struct ExecutedBlock {
     pub receipts: Vec<TxReceipt>,
 }
 
+/// What a chain takes in from the beacon by certified updates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BeaconFollow {
+    pub beacon_chain_id: String,
+    /// The beacon epoch whose committee the chain trusts now.
+    pub trusted_epoch: u64,
+    /// The beacon state height of the last update applied.
+    pub applied_state_height: u64,
+    /// The beacon state keys an update should carry, as of the beacon state given.
+    pub keys: Vec<StateKey>,
+}
+
 /// Who may call a read route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -204,6 +216,28 @@ pub trait Application: Send + Sync + 'static {
     fn may_read(&self, view: &dyn StateView, account: &PublicKey) -> Result<bool, StateError> {
         Ok(decode_at::<pb::Account>(view, &StateKey::account(account))?
             .is_some_and(|a| a.role() == pb::Role::Member))
+    }
+
+    /// What the chain follows of the beacon (`None`: nothing, as for the beacon itself), given
+    /// its own state and the beacon's certified state. A relay carries those keys' values in.
+    fn beacon_follow(
+        &self,
+        _own: &dyn StateView,
+        _beacon: &dyn StateView,
+    ) -> Result<Option<BeaconFollow>, StateError> {
+        Ok(None)
+    }
+
+    /// The action bytes of a certified update carrying `values` (proven against the state the
+    /// first of `headers` commits to); `None` where the chain takes no updates.
+    fn certified_update_action(
+        &self,
+        _headers: Vec<trellis_consensus::BlockHeader>,
+        _commit_qc: trellis_consensus::QuorumCert,
+        _epoch_changes: Vec<trellis_consensus::EpochChangeProof>,
+        _values: Vec<trellis_types::ProvenValue>,
+    ) -> Option<Vec<u8>> {
+        None
     }
 
     /// The read routes the node mounts for this chain.

@@ -243,6 +243,11 @@ impl Mempool {
         self.insert(tx)
     }
 
+    /// How many transactions of `account` the pool holds.
+    pub fn pending_from(&self, account: &PublicKey) -> usize {
+        self.by_account.get(account).map_or(0, BTreeMap::len)
+    }
+
     pub fn get(&self, hash: &Digest) -> Option<&Arc<Transaction>> {
         self.by_hash.get(hash)
     }

@@ -2,7 +2,8 @@
 //! the assembly of network, store, driver, dispatcher and client API for the beacon chain.
 
 use crate::chain::{
-    ChainConfig, ChainLink, ChainShared, Driver, DriverEvent, Route, dispatch, route_inbound,
+    ChainConfig, ChainLink, ChainShared, Driver, DriverEvent, Route, dispatch,
+    relay_certified_updates, route_inbound,
 };
 use crate::net::{NetConfig, Network, PeerAddr, TlsMaterial};
 use crate::store::{NodeStore, TREE_FLUSH_EVERY};
@@ -447,8 +448,9 @@ impl RunningNode {
             .await
             .map_err(|e| NodeError::Net(e.to_string()))?;
         let p2p_addr = net.local_addr();
+        let relay_signer = signer.clone();
         match Self::open_chains(plan, &config, &net, signer, &genesis, place, keys.len()) {
-            Ok(started) => Self::serve(config, net, started, p2p_addr, inbound).await,
+            Ok(started) => Self::serve(config, net, started, p2p_addr, inbound, relay_signer).await,
             Err(e) => {
                 // A node that does not start leaves its address free to start again.
                 net.shutdown().await;
@@ -512,6 +514,7 @@ impl RunningNode {
         opened: Vec<(Driver, Arc<ChainShared>)>,
         p2p_addr: SocketAddr,
         inbound: mpsc::Receiver<crate::net::Inbound>,
+        signer: Signer,
     ) -> Result<RunningNode, NodeError> {
         let t = &config.tuning;
         let mut tasks = Vec::new();
@@ -549,6 +552,14 @@ impl RunningNode {
         let unroutable = Arc::new(std::sync::atomic::AtomicU64::new(0));
         tasks.push(tokio::spawn(route_inbound(inbound, routes, unroutable)));
         let beacon = chains[0].shared.clone();
+        // Every other chain follows the beacon; the application says what it takes in.
+        for chain in chains.iter().skip(1) {
+            tasks.push(tokio::spawn(relay_certified_updates(
+                beacon.clone(),
+                chain.shared.clone(),
+                signer.clone(),
+            )));
+        }
         let listener = tokio::net::TcpListener::bind(config.api_listen)
             .await
             .map_err(|e| NodeError::Api(format!("bind {}: {e}", config.api_listen)))?;

@@ -373,3 +373,93 @@ async fn a_failing_store_stops_only_its_chain() {
     );
     net.shutdown().await;
 }
+
+/// Governance removes org-1 on the beacon; the nodes relay the beacon's record of it into scf
+/// as a certified update, and org-1's account can no longer write there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_removed_on_the_beacon_can_no_longer_write_on_its_shards() {
+    let net = Consortium::start().await;
+    let org2 = net.node_of("org-2");
+    let (m1, m2, m3) = (
+        net.account("member-1"),
+        net.account("member-2"),
+        net.account("member-3"),
+    );
+    // Before: org-1 writes on scf.
+    let before = sign("scf", &m1, 0, put_record("invoices", "inv-1", b"first"));
+    assert_eq!(net.submit(org2, "scf", &before).await.0, 202);
+    assert_eq!(
+        net.wait_committed(org2, "scf", &before).await["status"],
+        "committed"
+    );
+
+    // The beacon removes org-1: org-2 proposes, org-2 and org-3 vote yes (2 of 3).
+    let org1 = trellis_types::OrgId::parse("org-1", "org").expect("org");
+    let propose = sign(
+        BEACON,
+        &m2,
+        0,
+        BeaconAction::Propose(trellis_types::ProposalKind::RemoveMember { org: org1 }),
+    );
+    assert_eq!(net.submit(org2, BEACON, &propose).await.0, 202);
+    let v = net.wait_committed(org2, BEACON, &propose).await;
+    let id = v["proposal_id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a proposal id: {v}"));
+    for (who, nonce) in [(&m2, 1), (&m3, 0)] {
+        let vote = sign(
+            BEACON,
+            who,
+            nonce,
+            BeaconAction::Vote {
+                proposal_id: id,
+                approve: true,
+            },
+        );
+        assert_eq!(net.submit(org2, BEACON, &vote).await.0, 202);
+        assert_eq!(
+            net.wait_committed(org2, BEACON, &vote).await["status"],
+            "committed"
+        );
+    }
+    let (_, member) = net.get(org2, "/v1/members/org-1").await;
+    assert_eq!(member["status"], "removed", "{member}");
+    let removed_at = member["removed_height"].as_u64().expect("removed height");
+
+    // The relay carries it into scf: its trust moves past the removal, org-1 keeps no writer.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, v) = net.read(org2, "/v1/chains/scf/members", Some(&m2)).await;
+        assert_eq!(code, 200, "{v}");
+        let applied = v["beacon"]["applied_state_height"].as_u64().unwrap_or(0);
+        let org1_keys = v["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["org"] == "org-1"))
+            .and_then(|m| m["keys"].as_array().map(Vec::len))
+            .unwrap_or(0);
+        if applied >= removed_at && org1_keys == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "scf never took the removal in: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = sign("scf", &m1, 1, put_record("invoices", "inv-2", b"second"));
+    let (code, v) = net.submit(org2, "scf", &after).await;
+    if code == 202 {
+        let v = net.wait_committed(org2, "scf", &after).await;
+        assert_eq!(v["status"], "rejected", "{v}");
+    } else {
+        assert_eq!(code, 403, "{v}");
+    }
+    // org-2 still writes.
+    let still = sign("scf", &m2, 0, put_record("invoices", "inv-3", b"third"));
+    assert_eq!(net.submit(org2, "scf", &still).await.0, 202);
+    assert_eq!(
+        net.wait_committed(org2, "scf", &still).await["status"],
+        "committed"
+    );
+    net.shutdown().await;
+}

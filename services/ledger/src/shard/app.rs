@@ -4,12 +4,12 @@
 
 use super::{ShardSpec, execute_block, read_next_committee};
 use crate::app::{
-    self, Application, BlockInput, ChainGenesis, ExecutedBlock, GenesisError, ReadArgs, ReadError,
-    ReadRoute,
+    self, Application, BeaconFollow, BlockInput, ChainGenesis, ExecutedBlock, GenesisError,
+    ReadArgs, ReadError, ReadRoute,
 };
-use crate::state::{StateError, StateKey, StateView};
+use crate::state::{StateError, StateKey, StateView, decode_at};
 use trellis_consensus::{Committee, EpochState};
-use trellis_types::{Digest, PublicKey, ShardAction, TxError};
+use trellis_types::{Digest, EncodeAction, PublicKey, ShardAction, TxError, pb};
 
 /// The shard application of the chain a [`ShardSpec`] describes.
 pub struct ShardApp {
@@ -47,6 +47,48 @@ impl Application for ShardApp {
             digest: self.spec.origin,
             writes,
         })
+    }
+
+    fn beacon_follow(
+        &self,
+        own: &dyn StateView,
+        beacon: &dyn StateView,
+    ) -> Result<Option<BeaconFollow>, StateError> {
+        let trust_key = StateKey::beacon_trust();
+        let trust: pb::BeaconTrust = decode_at(own, &trust_key)?
+            .ok_or_else(|| StateError::Corrupt(trust_key.to_string()))?;
+        let id = &self.spec.shard_id;
+        let mut keys = vec![StateKey::shard(id), StateKey::committee(id)];
+        // The member records of the orgs the beacon names now (an org added there comes with
+        // its keys; one removed there is left out by the shard record itself).
+        if let Some(record) = crate::beacon::read_shard(beacon, id)? {
+            keys.extend(record.members.iter().map(|org| StateKey::member(org)));
+        }
+        keys.sort();
+        Ok(Some(BeaconFollow {
+            beacon_chain_id: trust.beacon_chain_id,
+            trusted_epoch: trust.epoch,
+            applied_state_height: trust.applied_state_height,
+            keys,
+        }))
+    }
+
+    fn certified_update_action(
+        &self,
+        headers: Vec<trellis_consensus::BlockHeader>,
+        commit_qc: trellis_consensus::QuorumCert,
+        epoch_changes: Vec<trellis_consensus::EpochChangeProof>,
+        values: Vec<trellis_types::ProvenValue>,
+    ) -> Option<Vec<u8>> {
+        Some(
+            ShardAction::CertifiedUpdate {
+                headers,
+                commit_qc,
+                epoch_changes,
+                values,
+            }
+            .encode_action(),
+        )
     }
 
     fn check_action(&self, action: &[u8]) -> Result<(), TxError> {

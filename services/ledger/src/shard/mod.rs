@@ -144,6 +144,18 @@ impl ShardSpec {
             };
             writes.insert(StateKey::account(key), Some(account.encode_to_vec()));
         }
+        // Each validator of the first committee gets an account to relay certified updates with.
+        for key in &self.committee {
+            if writes.contains_key(&StateKey::account(key)) {
+                continue;
+            }
+            let account = pb::Account {
+                org: String::new(),
+                role: Role::Validator as i32,
+                next_nonce: 0,
+            };
+            writes.insert(StateKey::account(key), Some(account.encode_to_vec()));
+        }
         let membership = pb::ShardMembership {
             status: ShardStatus::Active as i32,
             orgs: keys

@@ -27,6 +27,8 @@
 //!   restart recovers the committed head from.
 //! - `link.rs`: the chain's side of the node's peer connections ([`ChainLink`]: frames name the
 //!   chain, only its peers take part) and the router of inbound frames ([`route_inbound`]).
+//! - `relay.rs`: the relay of certified updates from the beacon into the chains that follow it
+//!   ([`relay_certified_updates`]).
 //! - `error.rs`: [`ChainError`].
 
 mod driver;
@@ -34,6 +36,7 @@ mod error;
 mod execution;
 mod genesis;
 mod link;
+mod relay;
 mod shared;
 mod sync;
 
@@ -42,5 +45,6 @@ pub use error::ChainError;
 pub use execution::{StateAt, TxLocation};
 pub use genesis::genesis_epoch;
 pub use link::{ChainLink, Route, route_inbound};
+pub use relay::relay_certified_updates;
 pub(crate) use shared::lock;
 pub use shared::{ChainConfig, ChainMetrics, ChainShared, ChainStatus};
