@@ -1,9 +1,11 @@
-//! `trellis bench`: pre-signs anchor transactions from the devnet's bench accounts, submits
-//! them at a fixed rate across the nodes in batches, follows committed blocks on one node and
-//! reports submitted, committed, committed tx/s and submit-to-commit latency percentiles.
+//! `trellis bench`: pre-signs transactions from the devnet's bench accounts (anchors on the
+//! beacon, business records on a shard), submits them at a fixed rate per chain across the
+//! nodes hosting each chain in batches, follows committed blocks on one node per chain and
+//! reports submitted, committed, committed tx/s and submit-to-commit latency percentiles, per
+//! chain and for all together, with the nodes' CPU per committed transaction.
 
 use crate::devnet::Network;
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -11,7 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use trellis_node::api::{PROCESS_CPU_METRIC, PROCESS_ID_METRIC, metric_value};
 use trellis_node::node::KeyFile;
-use trellis_types::{BeaconAction, Digest, Tag, Transaction};
+use trellis_types::{BeaconAction, Collection, Digest, RecordKey, ShardAction, Tag, Transaction};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -34,6 +36,10 @@ pub struct BenchArgs {
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
+    /// Load this chain (repeat for several at once, each at `--rate`): the beacon by default, or
+    /// a shard (then business records, from bench accounts, which belong to org-2).
+    #[arg(long)]
+    chain: Vec<String>,
 }
 
 /// Batches per second: each batch is one HTTP request to one node.
@@ -54,6 +60,69 @@ pub fn accounts_for(rate: u64) -> usize {
 
 fn bench_key(network: &Network, i: usize) -> std::path::PathBuf {
     network.accounts_dir.join(format!("bench/bench-{i}.json"))
+}
+
+/// One chain under load: where it is served, what is sent to it, what was seen committed.
+struct ChainLoad {
+    chain_id: String,
+    /// `/v1/chains/{id}`.
+    prefix: String,
+    /// The API URLs of the nodes hosting it.
+    nodes: Vec<String>,
+    txs: Vec<(Digest, Vec<u8>)>,
+    sent: Arc<Mutex<HashMap<Digest, Instant>>>,
+    seen: Arc<Mutex<Vec<(f64, Instant)>>>,
+    rejected: Arc<std::sync::atomic::AtomicU64>,
+    /// Why transactions were refused: the problem type's last segment, counted.
+    reasons: Arc<Mutex<std::collections::BTreeMap<String, u64>>>,
+    start_height: u64,
+}
+
+/// The figures of one chain's run (or of all together).
+struct Figures {
+    submitted: u64,
+    rejected: u64,
+    committed: u64,
+    window: f64,
+    tps: f64,
+    p50: f64,
+    p95: f64,
+    p99: f64,
+}
+
+fn figures(
+    latencies: &[(f64, Instant)],
+    submitted: u64,
+    rejected: u64,
+    began: Instant,
+    load_secs: f64,
+) -> Figures {
+    let committed = latencies.len() as u64;
+    let window = latencies
+        .iter()
+        .map(|(_, at)| *at)
+        .max()
+        .map(|last| (last - began).as_secs_f64())
+        .unwrap_or(load_secs)
+        .max(load_secs);
+    let mut ms: Vec<f64> = latencies.iter().map(|(l, _)| *l).collect();
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| -> f64 {
+        if ms.is_empty() {
+            return f64::NAN;
+        }
+        ms[((ms.len() as f64 - 1.0) * p).round() as usize]
+    };
+    Figures {
+        submitted,
+        rejected,
+        committed,
+        window,
+        tps: committed as f64 / window,
+        p50: pct(0.5),
+        p95: pct(0.95),
+        p99: pct(0.99),
+    }
 }
 
 pub async fn run(args: BenchArgs) -> Result<i32> {
@@ -87,198 +156,282 @@ pub async fn run(args: BenchArgs) -> Result<i32> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()?;
-    let nodes: Vec<String> = network.nodes.iter().map(|n| n.api_url.clone()).collect();
-    let first = nodes
-        .first()
-        .ok_or_else(|| anyhow!("the network has no nodes"))?
-        .clone();
-    let status: serde_json::Value = client
-        .get(format!("{first}/v1/status"))
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {first}"))?
-        .json()
-        .await?;
-    let chain_id = status["chain_id"].as_str().unwrap_or_default().to_string();
-    let start_height = status["committed_height"].as_u64().unwrap_or(0);
-
+    let all_nodes: Vec<String> = network.nodes.iter().map(|n| n.api_url.clone()).collect();
+    if all_nodes.is_empty() {
+        bail!("the network has no nodes");
+    }
+    let mut keys = Vec::new();
+    for i in 1..=accounts {
+        keys.push(KeyFile::load(&bench_key(&network, i))?);
+    }
+    // The signer of the shards' reads: a bench account, a member account of org-2, which is in
+    // every shard of the devnet.
+    let reader = keys[0].signer()?;
+    let chains: Vec<String> = if args.chain.is_empty() {
+        vec![network.chain_id.clone()]
+    } else {
+        args.chain.clone()
+    };
     // Pre-sign everything so signing never throttles the load.
     let total = (args.rate * args.duration) as usize;
-    let mut signers = Vec::new();
-    for i in 1..=accounts {
-        let key = KeyFile::load(&bench_key(&network, i))?;
-        let nonce = crate::client::account_nonce(&client, &first, &key.public_key).await?;
-        signers.push((key.signer()?, nonce));
-    }
+    let run_id = trellis_node::chain::now_ms();
     // Tx overhead is about 150 bytes; the tag pads to the requested size (tags hold ≤ 64 bytes).
     let pad = args.tx_size.saturating_sub(150).min(64);
-    let run_id = trellis_node::chain::now_ms();
-    eprintln!("bench: signing {total} transactions from {accounts} accounts…",);
-    let mut txs: Vec<(Digest, Vec<u8>)> = Vec::with_capacity(total);
-    for i in 0..total {
-        let (signer, nonce) = &mut signers[i % accounts];
-        let mut seed = Vec::with_capacity(16);
-        seed.extend_from_slice(&run_id.to_be_bytes());
-        seed.extend_from_slice(&(i as u64).to_be_bytes());
-        let digest = Digest::of(&seed);
-        let tag = Tag::parse(&"b".repeat(pad)).map_err(|e| anyhow!("tag: {e}"))?;
-        let tx = Transaction::sign(
-            &chain_id,
-            signer,
-            *nonce,
-            BeaconAction::Anchor { digest, tag },
-        );
-        *nonce += 1;
-        txs.push((tx.hash(), tx.encoded().to_vec()));
+    let mut loads = Vec::new();
+    for chain in &chains {
+        let beacon = *chain == network.chain_id;
+        let nodes: Vec<String> = network
+            .nodes
+            .iter()
+            .filter(|n| beacon || n.chains.contains(chain))
+            .map(|n| n.api_url.clone())
+            .collect();
+        let first = nodes
+            .first()
+            .ok_or_else(|| anyhow!("no node of the network hosts chain `{chain}`"))?
+            .clone();
+        let prefix = format!("/v1/chains/{chain}");
+        let resp =
+            crate::client::signed_get(&client, &first, &format!("{prefix}/status"), Some(&reader))
+                .await?;
+        if !resp.status().is_success() {
+            bail!("chain `{chain}`: {}", crate::client::error_text(resp).await);
+        }
+        let status: serde_json::Value = resp.json().await?;
+        let start_height = status["committed_height"].as_u64().unwrap_or(0);
+        let shard = status["application"] == "shard";
+        eprintln!("bench: {chain}: signing {total} transactions from {accounts} accounts…");
+        let mut signers = Vec::new();
+        for key in &keys {
+            let nonce = crate::client::chain_account_nonce(
+                &client,
+                &first,
+                Some(chain),
+                &key.public_key,
+                Some(&reader),
+            )
+            .await?;
+            signers.push((key.signer()?, nonce));
+        }
+        let mut txs: Vec<(Digest, Vec<u8>)> = Vec::with_capacity(total);
+        for i in 0..total {
+            let (signer, nonce) = &mut signers[i % accounts];
+            let mut seed = Vec::with_capacity(16);
+            seed.extend_from_slice(&run_id.to_be_bytes());
+            seed.extend_from_slice(&(i as u64).to_be_bytes());
+            let digest = Digest::of(&seed);
+            let tag = Tag::parse(&"b".repeat(pad)).map_err(|e| anyhow!("tag: {e}"))?;
+            // A shard takes business records: a salted commitment per key, never the payload.
+            let tx = if shard {
+                let key = format!("{run_id}-{i}");
+                Transaction::sign(
+                    chain,
+                    signer,
+                    *nonce,
+                    ShardAction::PutRecord {
+                        collection: Collection::parse("bench", "collection")
+                            .map_err(|e| anyhow!("{e}"))?,
+                        key: RecordKey::parse(&key, "key").map_err(|e| anyhow!("{e}"))?,
+                        commitment: digest,
+                        ciphertext: None,
+                        schema: Collection::parse("bench.v1", "schema")
+                            .map_err(|e| anyhow!("{e}"))?,
+                    },
+                )
+            } else {
+                Transaction::sign(chain, signer, *nonce, BeaconAction::Anchor { digest, tag })
+            };
+            *nonce += 1;
+            txs.push((tx.hash(), tx.encoded().to_vec()));
+        }
+        loads.push(ChainLoad {
+            chain_id: chain.clone(),
+            prefix,
+            nodes,
+            txs,
+            sent: Arc::new(Mutex::new(HashMap::with_capacity(total))),
+            seen: Arc::new(Mutex::new(Vec::with_capacity(total))),
+            rejected: Arc::default(),
+            reasons: Arc::default(),
+            start_height,
+        });
     }
-    let size = txs.first().map(|t| t.1.len()).unwrap_or(0);
+    let size = loads
+        .first()
+        .and_then(|l| l.txs.first())
+        .map(|t| t.1.len())
+        .unwrap_or(0);
     eprintln!(
-        "bench: {total} txs of {size} bytes, {} tx/s for {} s across {} nodes",
+        "bench: {total} txs of {size} bytes per chain, {} tx/s for {} s on {}",
         args.rate,
         args.duration,
-        nodes.len()
+        chains.join(", ")
     );
 
-    let sent: Arc<Mutex<HashMap<Digest, Instant>>> =
-        Arc::new(Mutex::new(HashMap::with_capacity(total)));
-    let rejected = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    // Why transactions were refused: the problem type's last segment, counted.
-    let reasons: Arc<Mutex<std::collections::BTreeMap<String, u64>>> = Arc::default();
     let per_tick = (args.rate / TICKS_PER_S).max(1) as usize;
-    let cpu_before = nodes_cpu_micros(&client, &nodes).await;
+    let cpu_before = nodes_cpu_micros(&client, &all_nodes).await;
     let began = Instant::now();
     let mut sends = Vec::new();
-    let mut chunks = txs.chunks(per_tick).enumerate();
+    let mut watchers = Vec::new();
+    for load in &loads {
+        watchers.push(tokio::spawn(watch_commits(
+            client.clone(),
+            load.nodes[0].clone(),
+            load.prefix.clone(),
+            reader.clone(),
+            load.start_height,
+            load.sent.clone(),
+            load.seen.clone(),
+        )));
+    }
     let mut ticker = tokio::time::interval(Duration::from_millis(1000 / TICKS_PER_S));
-    // The watcher follows committed blocks while the load runs.
-    let seen: Arc<Mutex<Vec<(f64, Instant)>>> = Arc::new(Mutex::new(Vec::with_capacity(total)));
-    let watch = tokio::spawn(watch_commits(
-        client.clone(),
-        first.clone(),
-        start_height,
-        sent.clone(),
-        seen.clone(),
-    ));
-    loop {
+    let ticks = total.div_ceil(per_tick);
+    for tick in 0..ticks {
         ticker.tick().await;
-        let Some((i, chunk)) = chunks.next() else {
-            break;
-        };
-        let node = nodes[i % nodes.len()].clone();
-        let body = prost::Message::encode_to_vec(&trellis_types::pb::SignedTransactionBatch {
-            txs: chunk.iter().map(|t| t.1.clone()).collect(),
-        });
-        let hashes: Vec<Digest> = chunk.iter().map(|t| t.0).collect();
-        let client = client.clone();
-        let sent = sent.clone();
-        let rejected = rejected.clone();
-        let reasons = reasons.clone();
-        sends.push(tokio::spawn(async move {
-            let now = Instant::now();
-            {
-                let mut s = sent.lock().unwrap_or_else(|p| p.into_inner());
-                for h in &hashes {
-                    s.insert(*h, now);
+        for load in &loads {
+            let Some(chunk) = load.txs.chunks(per_tick).nth(tick) else {
+                continue;
+            };
+            let node = load.nodes[tick % load.nodes.len()].clone();
+            let body = prost::Message::encode_to_vec(&trellis_types::pb::SignedTransactionBatch {
+                txs: chunk.iter().map(|t| t.1.clone()).collect(),
+            });
+            let hashes: Vec<Digest> = chunk.iter().map(|t| t.0).collect();
+            let url = format!("{node}{}/transactions", load.prefix);
+            let (client, sent) = (client.clone(), load.sent.clone());
+            let (rejected, reasons) = (load.rejected.clone(), load.reasons.clone());
+            sends.push(tokio::spawn(async move {
+                let now = Instant::now();
+                {
+                    let mut s = sent.lock().unwrap_or_else(|p| p.into_inner());
+                    for h in &hashes {
+                        s.insert(*h, now);
+                    }
                 }
-            }
-            match client
-                .post(format!("{node}/v1/transactions"))
-                .header(
-                    "content-type",
-                    format!("application/x-protobuf; {}", trellis_node::api::BATCH_PROTO),
-                )
-                .body(body)
-                .send()
-                .await
-            {
-                Ok(r) if r.status().is_success() => {
-                    let v: serde_json::Value = r.json().await.unwrap_or_default();
-                    let n = v["rejected"].as_u64().unwrap_or(0);
-                    rejected.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                    if n > 0 {
-                        let mut reasons = reasons.lock().unwrap_or_else(|p| p.into_inner());
-                        for item in v["results"].as_array().into_iter().flatten() {
-                            if let Some(kind) = item["error"]["type"].as_str() {
-                                let kind = kind.rsplit('/').next().unwrap_or(kind);
-                                *reasons.entry(kind.to_string()).or_default() += 1;
+                match client
+                    .post(url)
+                    .header(
+                        "content-type",
+                        format!("application/x-protobuf; {}", trellis_node::api::BATCH_PROTO),
+                    )
+                    .body(body)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => {
+                        let v: serde_json::Value = r.json().await.unwrap_or_default();
+                        let n = v["rejected"].as_u64().unwrap_or(0);
+                        rejected.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                        if n > 0 {
+                            let mut reasons = reasons.lock().unwrap_or_else(|p| p.into_inner());
+                            for item in v["results"].as_array().into_iter().flatten() {
+                                if let Some(kind) = item["error"]["type"].as_str() {
+                                    let kind = kind.rsplit('/').next().unwrap_or(kind);
+                                    *reasons.entry(kind.to_string()).or_default() += 1;
+                                }
                             }
                         }
                     }
+                    Ok(r) => {
+                        eprintln!(
+                            "bench: batch refused: {}",
+                            crate::client::error_text(r).await
+                        );
+                        rejected
+                            .fetch_add(hashes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        eprintln!("bench: batch failed: {e}");
+                        rejected
+                            .fetch_add(hashes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
-                Ok(r) => {
-                    eprintln!(
-                        "bench: batch refused: {}",
-                        crate::client::error_text(r).await
-                    );
-                    rejected.fetch_add(hashes.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                }
-                Err(e) => {
-                    eprintln!("bench: batch failed: {e}");
-                    rejected.fetch_add(hashes.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
-        }));
+            }));
+        }
     }
     for s in sends {
         let _ = s.await;
     }
     let load_secs = began.elapsed().as_secs_f64();
-    let rejected = rejected.load(std::sync::atomic::Ordering::Relaxed);
-    let submitted = total as u64 - rejected;
+    let submitted_of =
+        |l: &ChainLoad| l.txs.len() as u64 - l.rejected.load(std::sync::atomic::Ordering::Relaxed);
     // Give the tail up to 30 s to commit.
     let tail_deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < tail_deadline {
-        if seen.lock().unwrap_or_else(|p| p.into_inner()).len() as u64 >= submitted {
+        let done = loads.iter().all(|l| {
+            l.seen.lock().unwrap_or_else(|p| p.into_inner()).len() as u64 >= submitted_of(l)
+        });
+        if done {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    watch.abort();
-    let cpu_used = match (cpu_before, nodes_cpu_micros(&client, &nodes).await) {
+    for w in watchers {
+        w.abort();
+    }
+    let cpu_used = match (cpu_before, nodes_cpu_micros(&client, &all_nodes).await) {
         (Some((before, _)), Some((after, processes))) => {
             after.checked_sub(before).map(|us| (us, processes))
         }
         _ => None,
     };
-    let latencies = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));
-    let committed = latencies.len() as u64;
-    let window = latencies
-        .iter()
-        .map(|(_, at)| *at)
-        .max()
-        .map(|last| (last - began).as_secs_f64())
-        .unwrap_or(load_secs)
-        .max(load_secs);
-    let tps = committed as f64 / window;
-    let mut ms: Vec<f64> = latencies.iter().map(|(l, _)| *l).collect();
-    ms.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| -> f64 {
-        if ms.is_empty() {
-            return f64::NAN;
-        }
-        ms[((ms.len() as f64 - 1.0) * p).round() as usize]
-    };
-    let reasons = std::mem::take(&mut *reasons.lock().unwrap_or_else(|p| p.into_inner()));
-    let why: Vec<String> = reasons.iter().map(|(k, n)| format!("{k}: {n}")).collect();
-    let why = if why.is_empty() {
-        String::new()
-    } else {
-        format!(": {}", why.join(", "))
-    };
-    println!(
-        "submitted {submitted} (rejected {rejected}{why}) committed {committed} in {window:.1} s"
+    let mut all_latencies = Vec::new();
+    let mut per_chain = serde_json::Map::new();
+    let (mut all_submitted, mut all_rejected) = (0, 0);
+    for load in &loads {
+        let latencies = std::mem::take(&mut *load.seen.lock().unwrap_or_else(|p| p.into_inner()));
+        let rejected = load.rejected.load(std::sync::atomic::Ordering::Relaxed);
+        let f = figures(&latencies, submitted_of(load), rejected, began, load_secs);
+        all_submitted += f.submitted;
+        all_rejected += rejected;
+        all_latencies.extend(latencies);
+        let reasons = std::mem::take(&mut *load.reasons.lock().unwrap_or_else(|p| p.into_inner()));
+        let why: Vec<String> = reasons.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+        let why = if why.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", why.join(", "))
+        };
+        println!(
+            "{}: submitted {} (rejected {}{why}) committed {} in {:.1} s; {:.0} tx/s; latency \
+             p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms",
+            load.chain_id,
+            f.submitted,
+            f.rejected,
+            f.committed,
+            f.window,
+            f.tps,
+            f.p50,
+            f.p95,
+            f.p99
+        );
+        per_chain.insert(
+            load.chain_id.clone(),
+            serde_json::json!({
+                "committed_tps": f.tps, "p50_ms": f.p50, "p95_ms": f.p95, "p99_ms": f.p99,
+                "submitted": f.submitted, "committed": f.committed, "rejected": f.rejected,
+            }),
+        );
+    }
+    let all = figures(
+        &all_latencies,
+        all_submitted,
+        all_rejected,
+        began,
+        load_secs,
     );
-    println!(
-        "committed {tps:.0} tx/s; submit-to-commit latency p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms",
-        pct(0.5),
-        pct(0.95),
-        pct(0.99)
-    );
+    if loads.len() > 1 {
+        println!(
+            "all chains: committed {} in {:.1} s; {:.0} tx/s; latency p50 {:.0} ms, p95 {:.0} ms, \
+             p99 {:.0} ms",
+            all.committed, all.window, all.tps, all.p50, all.p95, all.p99
+        );
+    }
     // Everything the nodes did from the first submission to the last commit seen, per
     // committed transaction: the load, consensus, storage, and the following of blocks.
     let cpu_per_tx = cpu_used
-        .filter(|_| committed > 0)
-        .map(|(us, _)| us as f64 / committed as f64);
+        .filter(|_| all.committed > 0)
+        .map(|(us, _)| us as f64 / all.committed as f64);
     match (cpu_per_tx, cpu_used) {
         (Some(per_tx), Some((us, processes))) => println!(
             "nodes' CPU {per_tx:.0} µs per committed tx ({:.1} CPU-seconds in {processes} \
@@ -291,30 +444,31 @@ pub async fn run(args: BenchArgs) -> Result<i32> {
         println!(
             "{}",
             serde_json::json!({
-                "committed_tps": tps, "p50_ms": pct(0.5), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
+                "committed_tps": all.tps, "p50_ms": all.p50, "p95_ms": all.p95, "p99_ms": all.p99,
                 "node_cpu_us_per_tx": cpu_per_tx,
-                "submitted": submitted, "committed": committed, "rejected": rejected,
+                "submitted": all.submitted, "committed": all.committed, "rejected": all.rejected,
                 "rate": args.rate, "duration_s": args.duration, "tx_bytes": size, "accounts": accounts,
+                "chains": per_chain,
             })
         );
     }
-    Ok(if committed == submitted { 0 } else { 2 })
+    Ok(if all.committed == all.submitted { 0 } else { 2 })
 }
 
 /// Follows committed blocks and returns (latency ms, commit instant) for every bench tx seen.
 async fn watch_commits(
     client: reqwest::Client,
     node: String,
+    prefix: String,
+    reader: trellis_types::Signer,
     mut height: u64,
     sent: Arc<Mutex<HashMap<Digest, Instant>>>,
     out: Arc<Mutex<Vec<(f64, Instant)>>>,
 ) {
     loop {
         let next = height + 1;
-        let resp = client
-            .get(format!("{node}/v1/blocks/{next}?txs=true"))
-            .send()
-            .await;
+        let path = format!("{prefix}/blocks/{next}?txs=true");
+        let resp = crate::client::signed_get(&client, &node, &path, Some(&reader)).await;
         let Ok(resp) = resp else {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
