@@ -972,6 +972,16 @@ async fn metrics(State(st): St) -> Response {
             ),
             (
                 "counter",
+                "trellis_net_dropped_frames_total",
+                ld(&m.dropped_frames),
+            ),
+            (
+                "counter",
+                "trellis_net_refused_frames_total",
+                ld(&chain.net.refused_frames),
+            ),
+            (
+                "counter",
                 "trellis_chain_sync_served_total",
                 ld(&m.sync_served),
             ),

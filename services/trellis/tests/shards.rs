@@ -463,3 +463,94 @@ async fn a_member_removed_on_the_beacon_can_no_longer_write_on_its_shards() {
     );
     net.shutdown().await;
 }
+
+/// A node of org-3 (not a member of scf) that connects with its real certificate and sends scf
+/// frames anyway is refused at the channel: the frames are counted and dropped, none reaches
+/// scf.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_non_member_node_is_refused_on_a_shards_channel() {
+    let mut net = Consortium::start().await;
+    let org1 = net.node_of("org-1");
+    // The last node is org-3's second: stop it and speak with its identity instead.
+    let last = net.nodes.len() - 1;
+    assert_eq!(net.network.nodes[last].org.as_deref(), Some("org-3"));
+    net.nodes.remove(last).shutdown().await;
+    let cfg = config(&net.network.nodes[last].config);
+    let signer = KeyFile::load(&cfg.key_file)
+        .expect("key")
+        .signer()
+        .expect("signer");
+    let read = |p: &Path| std::fs::read_to_string(p).expect("tls file");
+    let tls = trellis_node::net::TlsMaterial {
+        ca_pem: read(&cfg.tls.ca),
+        cert_pem: read(&cfg.tls.cert),
+        key_pem: read(&cfg.tls.key),
+        crl_pems: vec![],
+    };
+    let target = config(&net.network.nodes[org1].config);
+    let target_key = KeyFile::load(&target.key_file)
+        .expect("key")
+        .signer()
+        .expect("signer")
+        .public_key();
+    let peer = trellis_node::net::PeerAddr {
+        key: target_key,
+        addr: target.p2p_listen.to_string(),
+        server_name: "127.0.0.1".into(),
+    };
+    let (intruder, _inbound) = trellis_node::net::Network::start(
+        trellis_node::net::NetConfig::new(cfg.p2p_listen, signer.public_key(), vec![peer]),
+        tls,
+    )
+    .await
+    .expect("the intruder's network starts");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !intruder.connected_peers().contains(&target_key) {
+        assert!(tokio::time::Instant::now() < deadline, "never connected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A well-formed scf transaction from an scf member, sent over org-3's connection.
+    let tx = sign(
+        "scf",
+        &net.account("member-1"),
+        0,
+        put_record("x", "smuggled", b"y"),
+    );
+    let frame = trellis_types::wire::encode_frame(
+        "scf",
+        &trellis_types::NetMessage::Txs(vec![tx.encoded().to_vec()]),
+    );
+    let refused = "trellis_net_refused_frames_total{chain=\"scf\"}";
+    let metric = |text: &str| trellis_node::api::metric_value(text, refused);
+    loop {
+        intruder.send(&target_key, frame.clone().into());
+        let text = net
+            .client
+            .get(format!("{}/metrics", net.url(org1)))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if metric(&text) > Some(0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never refused: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Refused, so never pooled: the transaction is unknown to scf.
+    let (code, v) = net
+        .read(
+            org1,
+            &format!("/v1/chains/scf/transactions/{}", tx.hash().to_hex()),
+            Some(&net.account("member-1")),
+        )
+        .await;
+    assert_eq!(code, 404, "{v}");
+    intruder.shutdown().await;
+    net.shutdown().await;
+}
