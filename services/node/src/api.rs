@@ -172,6 +172,10 @@ pub fn router(
             .route(&format!("{prefix}/blocks/{{height}}"), get(block_at))
             .route(&format!("{prefix}/anchors/{{digest}}"), get(anchor))
             .route(&format!("{prefix}/status"), get(status))
+            .route(
+                &format!("{prefix}/proofs/{{namespace}}/{{*id}}"),
+                get(state_proof),
+            )
             .route(&format!("{prefix}/{{*path}}"), get(app_read));
     }
     router
@@ -724,6 +728,27 @@ fn block_view(chain: &ChainShared, height: u64, with_txs: bool) -> Result<BlockV
     })
 }
 
+/// What a state key holds at the chain's certified state, with the proofs that check it
+/// offline against the chain's genesis: format `trellis.state-bundle/v1`
+/// (`trellis_types::state_bundle`). The application names the keys: `anchor/{digest}`,
+/// `account/{key}`, `member/{org}`, `proposal/{id}`, `committee/{chain}` on the beacon;
+/// `record/{collection}/{key}`, `anchor/{digest}`, `account/{key}` on a shard. A key that holds
+/// nothing is answered too, with the proof of its absence (`value` null).
+#[utoipa::path(get, path = "/v1/proofs/{namespace}/{id}",
+    params(("namespace" = String, Path), ("id" = String, Path)),
+    responses((status = 200, description = "the state bundle"), (status = 400, body = Problem),
+        (status = 409, body = Problem), (status = 500, body = Problem)))]
+async fn state_proof(OnChain(chain): OnChain, p: Params) -> Result<Response, Problem> {
+    let key = chain
+        .app
+        .proof_key(p.get("namespace"), p.get("id"))
+        .map_err(crate::problem::read_problem)?;
+    let bundle = tokio::task::spawn_blocking(move || crate::proofs::state_bundle(&chain, &key))
+        .await
+        .map_err(internal)??;
+    Ok(Json(bundle.to_json()).into_response())
+}
+
 /// The latest committed block's header and certificate.
 #[utoipa::path(get, path = "/v1/blocks/latest", responses((status = 200, body = BlockView), (status = 404, body = Problem)))]
 async fn latest_block(
@@ -1095,7 +1120,16 @@ pub fn cpu_micros_of_stat(stat: &str) -> Option<u64> {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Trellis node client API", version = "1"),
-    paths(submit, tx_status, latest_block, block_at, anchor, status, chains_list),
+    paths(
+        submit,
+        tx_status,
+        latest_block,
+        block_at,
+        anchor,
+        state_proof,
+        status,
+        chains_list
+    ),
     components(schemas(
         Problem,
         ChainList,

@@ -615,6 +615,48 @@ async fn chain_routes_are_served_per_chain_and_for_the_beacon_under_v1() {
         "{v}"
     );
 
+    // Proofs of any state key: an account's record, and an anchor that does not exist, each
+    // verified against the genesis file; a changed value does not verify.
+    let trust = trellis_types::GenesisTrust::new(&genesis_file(&net.dir)).expect("trust");
+    let member1 = hex::encode(net.account("member-1").public_key().0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let bundle = loop {
+        let (code, v) = net
+            .get(
+                0,
+                &format!("/v1/chains/devnet-test/proofs/account/{member1}"),
+            )
+            .await;
+        if code == 200 {
+            break v;
+        }
+        assert_eq!(code, 409, "{v}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never provable: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let parsed = trellis_types::state_bundle::StateBundle::from_json(&bundle.to_string())
+        .expect("a state bundle");
+    let verdict = parsed.verify_against(&trust).expect("verifies");
+    let account: pb::Account =
+        prost::Message::decode(verdict.value.as_deref().expect("a value")).expect("an account");
+    assert_eq!(account.org, "org-1");
+    let mut forged = parsed.clone();
+    forged.value = Some(b"not the account".to_vec());
+    assert!(forged.verify_against(&trust).is_err());
+    let nothing = hex::encode([0x5a; 32]);
+    let (code, v) = net.get(0, &format!("/v1/proofs/anchor/{nothing}")).await;
+    assert_eq!(code, 200, "{v}");
+    assert!(v["value"].is_null(), "{v}");
+    trellis_types::state_bundle::StateBundle::from_json(&v.to_string())
+        .expect("a state bundle")
+        .verify_against(&trust)
+        .expect("the absence verifies");
+    let (code, v) = net.get(0, "/v1/proofs/nonsense/1").await;
+    assert_eq!((code, v["field"].as_str()), (400, Some("namespace")), "{v}");
+
     // The OpenAPI document lists both forms of the application's routes.
     let (_, doc) = net.get(0, "/openapi.json").await;
     for path in [

@@ -237,6 +237,36 @@ async fn the_beacon_and_two_shards_run_on_one_set_of_nodes() {
         assert_eq!(v["status"], "committed", "{chain}: {v}");
     }
 
+    // The record's proof from the shard's genesis: its commitment, never the payload.
+    let genesis = trellis_types::Genesis::from_json(
+        &std::fs::read_to_string(net.dir.join("genesis.json")).expect("genesis"),
+    )
+    .expect("genesis parses");
+    let spec = trellis::apps::shard_spec(&genesis, "scf").expect("spec");
+    let trust = trellis_types::GenesisTrust {
+        chain_id: "scf".into(),
+        digest: spec.origin,
+        committee: trellis_consensus::Committee::new(spec.committee.clone()).expect("committee"),
+    };
+    let path = format!("/v1/chains/scf/proofs/record/invoices/{marker}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let bundle = loop {
+        let (code, v) = net.read(org1, &path, Some(&m1)).await;
+        if code == 200 && !v["value"].is_null() {
+            break v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never provable: {code} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!bundle.to_string().contains("CANARY"), "{bundle}");
+    trellis_types::state_bundle::StateBundle::from_json(&bundle.to_string())
+        .expect("a state bundle")
+        .verify_against(&trust)
+        .expect("the record's proof verifies against the shard's genesis");
+
     // A transaction signed for one chain is refused on every other.
     for (chain, tx) in [
         (BEACON, &on_scf),

@@ -405,7 +405,7 @@ struct StateJson {
 }
 
 /// Lowercase hex only, so that one byte string has one spelling.
-fn lower_hex(s: &str, field: &str) -> Result<Vec<u8>, BundleError> {
+pub(crate) fn lower_hex(s: &str, field: &str) -> Result<Vec<u8>, BundleError> {
     let bad = || BundleError::Field {
         field: field.to_string(),
         reason: "is not lowercase hex".to_string(),
@@ -416,14 +416,14 @@ fn lower_hex(s: &str, field: &str) -> Result<Vec<u8>, BundleError> {
     hex::decode(s).map_err(|_| bad())
 }
 
-fn fixed<const N: usize>(s: &str, field: &str) -> Result<[u8; N], BundleError> {
+pub(crate) fn fixed<const N: usize>(s: &str, field: &str) -> Result<[u8; N], BundleError> {
     <[u8; N]>::try_from(lower_hex(s, field)?).map_err(|_| BundleError::Field {
         field: field.to_string(),
         reason: format!("is not {N} bytes"),
     })
 }
 
-fn decoded<T>(
+pub(crate) fn decoded<T>(
     s: &str,
     field: &str,
     decode: impl Fn(&[u8]) -> Result<T, WireError>,

@@ -19,6 +19,7 @@ pub mod certified;
 pub mod genesis;
 pub mod request;
 pub mod shard_actions;
+pub mod state_bundle;
 pub mod state_proof;
 pub mod tx;
 pub mod wire;
